@@ -1,0 +1,198 @@
+"""Plaintext path -> backing path mapping, directory IVs, long-name sidecars.
+
+Knows the backing directory's layout (docs/FORMAT.md §5) but nothing of FUSE. The caches
+hold only derived, deterministic facts (a plaintext path always maps to the same backing
+path while no ancestor directory is renamed or removed), so they are cleared on directory
+renames and removals and on anything that changes the tree behind our back (a sync pull).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import stat
+import threading
+from dataclasses import dataclass
+
+from .errors import IntegrityError, NameError_
+from .names import (
+    DIRIV_LEN, DIRIV_NAME, NameCipher, is_long_entry, is_reserved, long_entry_name,
+    sidecar_of,
+)
+
+log = logging.getLogger("cryptfs")
+
+_CACHE_LIMIT = 65536
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+AT_FDCWD = -100
+
+
+def rename2(src: str, dst: str, flags: int) -> None:
+    """rename(2) with renameat2 flags (NOREPLACE, EXCHANGE)."""
+    if flags == 0:
+        os.rename(src, dst)
+        return
+    if _renameat2 is None:
+        raise OSError(errno.EINVAL, "renameat2 is not available")
+    ret = _renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), flags)
+    if ret != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err), src)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Where one plaintext path lives in the backing directory."""
+
+    path: str  # full backing path of the entry
+    parent: str  # backing path of the parent directory
+    name: bytes  # plaintext name (bytes), b"" for the root
+    parent_iv: bytes
+    long_name: str | None  # full encrypted name when the entry uses a sidecar
+
+    @property
+    def sidecar(self) -> str | None:
+        if self.long_name is None:
+            return None
+        return sidecar_of(self.path)
+
+
+class PathMapper:
+    """Maps plaintext paths to backing paths, with caches."""
+
+    def __init__(self, root: str, names: NameCipher) -> None:
+        self.root = os.path.abspath(root)
+        self.names = names
+        self._ivs: dict[str, bytes] = {}
+        self._entries: dict[str, Entry] = {}
+        self._lock = threading.Lock()
+
+    def clear_caches(self) -> None:
+        with self._lock:
+            self._ivs.clear()
+            self._entries.clear()
+
+    # -- directory IVs -----------------------------------------------------------------
+    def dir_iv(self, backing_dir: str) -> bytes:
+        iv = self._ivs.get(backing_dir)
+        if iv is not None:
+            return iv
+        st = os.lstat(backing_dir)  # raises ENOENT for a missing parent
+        if not stat.S_ISDIR(st.st_mode):
+            # A symlink or file where a directory should be: never follow it.
+            raise OSError(errno.ENOTDIR, "not a directory", backing_dir)
+        try:
+            fd = os.open(os.path.join(backing_dir, DIRIV_NAME), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise IntegrityError(f"directory IV missing in {backing_dir}") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise IntegrityError(f"directory IV in {backing_dir} is a symlink") from None
+            raise
+        try:
+            iv = os.read(fd, DIRIV_LEN + 1)
+        finally:
+            os.close(fd)
+        if len(iv) != DIRIV_LEN:
+            raise IntegrityError(f"directory IV in {backing_dir} has {len(iv)} bytes")
+        with self._lock:
+            if len(self._ivs) >= _CACHE_LIMIT:
+                self._ivs.clear()
+            self._ivs[backing_dir] = iv
+        return iv
+
+    def write_dir_iv(self, backing_dir: str, iv: bytes) -> None:
+        path = os.path.join(backing_dir, DIRIV_NAME)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+        try:
+            os.write(fd, iv)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- entries -----------------------------------------------------------------------
+    def entry(self, plain_path: str) -> Entry:
+        cached = self._entries.get(plain_path)
+        if cached is not None:
+            return cached
+        if not plain_path.startswith("/"):
+            return self.entry("/" + plain_path)
+        if plain_path == "/":
+            ent = Entry(self.root, self.root, b"", b"", None)
+        else:
+            head, tail = plain_path.rstrip("/").rsplit("/", 1)
+            parent = self.entry(head or "/").path
+            iv = self.dir_iv(parent)
+            name = os.fsencode(tail)
+            backing_name, long_name = self.names.backing_name(iv, name)
+            ent = Entry(os.path.join(parent, backing_name), parent, name, iv, long_name)
+        with self._lock:
+            if len(self._entries) >= _CACHE_LIMIT:
+                self._entries.clear()
+            self._entries[plain_path] = ent
+        return ent
+
+    def path(self, plain_path: str) -> str:
+        return self.entry(plain_path).path
+
+    # -- long names --------------------------------------------------------------------
+    def write_sidecar(self, ent: Entry) -> bool:
+        """Create the sidecar of a long entry; True if this call created it."""
+        if ent.long_name is None:
+            return False
+        path = sidecar_of(ent.path)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o444)
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, ent.long_name.encode("ascii"))
+        finally:
+            os.close(fd)
+        return True
+
+    def remove_sidecar(self, ent: Entry) -> None:
+        if ent.long_name is not None:
+            try:
+                os.unlink(sidecar_of(ent.path))
+            except FileNotFoundError:
+                pass
+
+    # -- listing -----------------------------------------------------------------------
+    def decrypt_entry_name(self, backing_dir: str, iv: bytes, backing_name: str) -> bytes:
+        """Plain name of one backing entry; NameError_ if it is not one of ours."""
+        if is_long_entry(backing_name):
+            try:
+                with open(os.path.join(backing_dir, sidecar_of(backing_name)), "rb") as fh:
+                    encrypted = fh.read(4096).decode("ascii")
+            except (OSError, UnicodeDecodeError):
+                raise NameError_("long name without a readable sidecar") from None
+            if long_entry_name(encrypted) != backing_name:
+                raise NameError_("long-name sidecar does not match its entry")
+            return self.names.decrypt(iv, encrypted)
+        if is_reserved(backing_name):
+            raise NameError_("reserved name")
+        return self.names.decrypt(iv, backing_name)
+
+    def list_dir(self, backing_dir: str):
+        """Yield (plain name bytes, os.DirEntry) for every decodable entry; warn on others."""
+        iv = self.dir_iv(backing_dir)
+        with os.scandir(backing_dir) as it:
+            for dent in it:
+                name = dent.name
+                if is_reserved(name) and not is_long_entry(name):
+                    continue
+                try:
+                    plain = self.decrypt_entry_name(backing_dir, iv, name)
+                except IntegrityError as exc:
+                    log.warning("skipping undecodable entry %s: %s",
+                                os.path.join(backing_dir, name), exc)
+                    continue
+                yield plain, dent

@@ -1,0 +1,131 @@
+"""File content cipher: header, per-file keys, block encryption and size arithmetic.
+
+Pure: bytes in, bytes out, randomness injectable. Layout in docs/FORMAT.md §4:
+``header(18) || block_0 || ... || block_n``, each block ``R(24) || tag(16) || ct``,
+the last block always shorter than the block size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Callable
+
+from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
+from nacl.exceptions import CryptoError
+
+from .errors import IntegrityError
+
+FORMAT_VERSION = 1
+HEADER_LEN = 18
+NONCE_LEN = 24
+TAG_LEN = 16
+BLOCK_OVERHEAD = NONCE_LEN + TAG_LEN
+_VERSION_BYTES = struct.pack(">H", FORMAT_VERSION)
+_ZERO_ID = bytes(16)
+
+Random = Callable[[int], bytes]
+
+
+class FileCipher:
+    """Encrypts and decrypts the blocks of one file (one file id, one key)."""
+
+    __slots__ = ("key", "block_size", "_rng", "_zero_block")
+
+    def __init__(self, key: bytes, block_size: int, rng: Random, zero_block: bytes) -> None:
+        self.key = key
+        self.block_size = block_size
+        self._rng = rng
+        self._zero_block = zero_block
+
+    def encrypt_block(self, index: int, plain: bytes) -> bytes:
+        """``R || SecretBox(FK, R xor index, plain)`` with fresh random R."""
+        rand = self._rng(NONCE_LEN)
+        return rand + crypto_secretbox_easy(plain, _bind(rand, index), self.key)
+
+    def decrypt_block(self, index: int, stored: bytes) -> bytes:
+        """Plaintext of block ``index``; IntegrityError if it does not authenticate.
+
+        A full-size all-zero block is a hole and reads as zeros (FORMAT.md §4).
+        """
+        if len(stored) < BLOCK_OVERHEAD:
+            raise IntegrityError(f"block {index} is truncated ({len(stored)} bytes)")
+        try:
+            return crypto_secretbox_open_easy(
+                stored[NONCE_LEN:], _bind(stored[:NONCE_LEN], index), self.key
+            )
+        except CryptoError:
+            if stored == self._zero_block:
+                return bytes(self.block_size)
+            raise IntegrityError(f"block {index} failed authentication") from None
+
+
+def _bind(rand: bytes, index: int) -> bytes:
+    """Effective nonce: the random nonce with the block index XORed into its last 8 bytes."""
+    tail = int.from_bytes(rand[16:24], "little") ^ index
+    return rand[:16] + tail.to_bytes(8, "little")
+
+
+class ContentCipher:
+    """Knows the content key and block size; hands out per-file ciphers."""
+
+    def __init__(self, content_key: bytes, block_size: int, rng: Random = os.urandom) -> None:
+        self.content_key = content_key
+        self.block_size = block_size
+        self.stored_block = block_size + BLOCK_OVERHEAD
+        self.rng = rng
+        self._zero_block = bytes(self.stored_block)
+
+    # -- headers and keys --------------------------------------------------------------
+    def new_header(self) -> bytes:
+        file_id = self.rng(16)
+        while file_id == _ZERO_ID:
+            file_id = self.rng(16)
+        return _VERSION_BYTES + file_id
+
+    @staticmethod
+    def parse_header(header: bytes) -> bytes:
+        """The file id in ``header``; IntegrityError if the header is not valid."""
+        if len(header) != HEADER_LEN:
+            raise IntegrityError("file header is truncated")
+        if header[:2] != _VERSION_BYTES:
+            raise IntegrityError(f"file header version {header[:2].hex()} is not supported")
+        file_id = header[2:]
+        if file_id == _ZERO_ID:
+            raise IntegrityError("file header has an all-zero file id")
+        return file_id
+
+    def file_cipher(self, header: bytes) -> FileCipher:
+        file_id = self.parse_header(header)
+        key = hashlib.blake2b(file_id, key=self.content_key, digest_size=32).digest()
+        return FileCipher(key, self.block_size, self.rng, self._zero_block)
+
+    # -- size arithmetic -----------------------------------------------------------------
+    def plain_size(self, backing_size: int) -> int:
+        """Plaintext size from the backing size alone; IntegrityError if impossible."""
+        if backing_size < HEADER_LEN + BLOCK_OVERHEAD:
+            raise IntegrityError(f"backing file of {backing_size} bytes is truncated")
+        full, rest = divmod(backing_size - HEADER_LEN, self.stored_block)
+        if rest < BLOCK_OVERHEAD:
+            raise IntegrityError(
+                f"backing file of {backing_size} bytes ends at a block boundary (truncated)"
+            )
+        return full * self.block_size + rest - BLOCK_OVERHEAD
+
+    def plain_size_or_zero(self, backing_size: int) -> int:
+        """For getattr: an invalid file shows as its best-guess size, never an error."""
+        try:
+            return self.plain_size(backing_size)
+        except IntegrityError:
+            if backing_size <= HEADER_LEN:
+                return 0
+            full, rest = divmod(backing_size - HEADER_LEN, self.stored_block)
+            return full * self.block_size + max(rest - BLOCK_OVERHEAD, 0)
+
+    def backing_size(self, plain_size: int) -> int:
+        full, rest = divmod(plain_size, self.block_size)
+        return HEADER_LEN + full * self.stored_block + rest + BLOCK_OVERHEAD
+
+    def block_offset(self, index: int) -> int:
+        return HEADER_LEN + index * self.stored_block

@@ -1,0 +1,166 @@
+"""Block I/O on one open backing file: read, read-modify-write, truncate.
+
+One ``OpenFile`` exists per backing inode while it is open (shared by all handles and
+hard links), and its lock serialises the read-modify-write of blocks so that concurrent
+writers never interleave inside a block. Different files never share a lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+
+from .content import HEADER_LEN, ContentCipher, FileCipher
+from .errors import IntegrityError
+
+
+class OpenFile:
+    """The plaintext view of one backing file descriptor."""
+
+    def __init__(self, fd: int, content: ContentCipher, label: str, writable: bool) -> None:
+        self.fd = fd
+        self.content = content
+        self.label = label  # backing path, for log messages
+        self.writable = writable
+        self.lock = threading.Lock()
+        self.refs = 1
+        self._cipher: FileCipher | None = None
+        header = os.pread(fd, HEADER_LEN, 0)
+        if header:
+            # A short or invalid header is reported when data is touched, not at open.
+            try:
+                self._cipher = content.file_cipher(header)
+            except IntegrityError:
+                self._cipher = None
+
+    # -- helpers -------------------------------------------------------------------------
+    def _cipher_or_fail(self) -> FileCipher:
+        if self._cipher is None:
+            raise IntegrityError("file header is missing or invalid")
+        return self._cipher
+
+    def _backing_size(self) -> int:
+        return os.fstat(self.fd).st_size
+
+    def size(self) -> int:
+        """Plaintext size; IntegrityError if the backing size is impossible."""
+        return self.content.plain_size(self._backing_size())
+
+    def _read_block(self, cipher: FileCipher, index: int, plain_size: int) -> bytes:
+        bs = self.content.block_size
+        want = min(bs, plain_size - index * bs)
+        if want < 0:
+            return b""
+        stored = os.pread(self.fd, want + 40, self.content.block_offset(index))
+        plain = cipher.decrypt_block(index, stored)
+        if len(plain) != want:
+            raise IntegrityError(f"block {index} has the wrong length")
+        return plain
+
+    # -- reading -------------------------------------------------------------------------
+    def read(self, offset: int, size: int) -> bytes:
+        with self.lock:
+            plain_size = self.size()
+            end = min(plain_size, offset + size)
+            if offset >= end:
+                return b""
+            cipher = self._cipher_or_fail()
+            bs = self.content.block_size
+            sb = self.content.stored_block
+            first, last = offset // bs, (end - 1) // bs
+            start = self.content.block_offset(first)
+            stop = min(self.content.block_offset(last + 1), self._backing_size())
+            raw = os.pread(self.fd, stop - start, start)
+            parts = []
+            for i in range(first, last + 1):
+                rel = (i - first) * sb
+                plain = cipher.decrypt_block(i, raw[rel:rel + sb])
+                expect = min(bs, plain_size - i * bs)
+                if len(plain) != expect:
+                    raise IntegrityError(f"block {i} has the wrong length")
+                parts.append(plain)
+            data = b"".join(parts) if len(parts) > 1 else parts[0]
+            lo = offset - first * bs
+            return data[lo:lo + (end - offset)]
+
+    # -- writing -------------------------------------------------------------------------
+    def write(self, offset: int, data: bytes, append: bool = False) -> int:
+        with self.lock:
+            old = self.size()
+            if append:
+                offset = old
+            self._rewrite(old, max(old, offset + len(data)), offset, data)
+            return len(data)
+
+    def truncate(self, length: int) -> None:
+        with self.lock:
+            if length == 0 or self._cipher is None:
+                self._reset_empty()
+                if length:
+                    self._rewrite(0, length, length, b"")
+                return
+            old = self.size()
+            if length != old:
+                self._rewrite(old, length, length, b"")
+
+    def _reset_empty(self) -> None:
+        """Rewrite as a valid empty file with a fresh file id (fresh key, fresh nonces)."""
+        if self._cipher is not None and self._backing_size() == self.content.backing_size(0):
+            return
+        header = self.content.new_header()
+        cipher = self.content.file_cipher(header)
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, header + cipher.encrypt_block(0, b""), 0)
+        self._cipher = cipher
+
+    def _rewrite(self, old: int, new: int, offset: int, data: bytes) -> None:
+        """Make the file ``new`` bytes long with ``data`` at ``offset``; touch only the
+        blocks that change (FORMAT.md §4: the last block stays short, gaps stay holes)."""
+        cipher = self._cipher_or_fail()
+        bs = self.content.block_size
+        end = offset + len(data)
+        indices: set[int] = set()
+        if data:
+            indices.update(range(offset // bs, (end - 1) // bs + 1))
+        if new != old:
+            indices.add(old // bs)
+            indices.add(new // bs)
+        last = new // bs
+        todo = sorted(i for i in indices if i <= last)
+        runs: list[tuple[int, list[bytes]]] = []
+        for i in todo:
+            lo = i * bs
+            length = min(bs, new - lo)
+            if data and offset <= lo and lo + length <= end:
+                plain = data[lo - offset:lo - offset + length]
+            else:
+                keep = self._read_block(cipher, i, old) if length and lo < old else b""
+                buf = bytearray(keep[:length])
+                buf.extend(bytes(length - len(buf)))
+                if data and offset < lo + length and end > lo:
+                    a, b = max(offset, lo), min(end, lo + length)
+                    buf[a - lo:b - lo] = data[a - offset:b - offset]
+                plain = bytes(buf)
+            stored = cipher.encrypt_block(i, plain)
+            if runs and runs[-1][0] + len(runs[-1][1]) == i:
+                runs[-1][1].append(stored)
+            else:
+                runs.append((i, [stored]))
+        for first, blocks in runs:
+            _pwrite_all(self.fd, b"".join(blocks), self.content.block_offset(first))
+        if new < old:
+            os.ftruncate(self.fd, self.content.backing_size(new))
+
+    def fsync(self, datasync: bool) -> None:
+        (os.fdatasync if datasync else os.fsync)(self.fd)
+
+
+def _pwrite_all(fd: int, data: bytes, offset: int) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.pwrite(fd, view, offset)
+        if n <= 0:
+            raise OSError(errno.EIO, "short write to backing file")
+        view = view[n:]
+        offset += n
