@@ -1,0 +1,325 @@
+"""The ``cryptfs`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import posixpath
+import stat
+import sys
+import time
+from collections.abc import Sequence
+
+from . import __version__, keys
+from .config import VaultConfig
+from .errors import CryptfsError, ExitCode
+from .passphrase import NEW_ENV_VAR, PassphraseSource
+from .volume import Volume
+
+log = logging.getLogger("cryptfs")
+
+EXIT_CODES = """\
+exit codes:
+  0   success
+  1   other error (message on stderr)
+  2   bad command line
+  10  wrong passphrase or recovery key
+  11  backing directory missing, not a vault, or config corrupt/unsupported
+  12  mount point missing, not a directory, not empty, or already mounted
+  13  FUSE unavailable or the mount failed to come up
+  14  data failed authentication (tampered or corrupt vault)
+  15  path not found inside the vault
+"""
+
+
+def _add_pass_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("passphrase (first that is given wins; else $CRYPTFS_PASSWORD, "
+                             "else a prompt)")
+    g.add_argument("--passfile", metavar="FILE", help="read the passphrase from FILE's first line")
+    g.add_argument("--extpass", metavar="CMD",
+                   help="run CMD (split like a shell would, run without one) and use "
+                        "its first output line")
+
+
+def _source(args: argparse.Namespace) -> PassphraseSource:
+    return PassphraseSource(args.passfile, args.extpass)
+
+
+def _unlock(args: argparse.Namespace, read_only: bool = False, **kw) -> Volume:
+    if getattr(args, "masterkey", None):
+        key = keys.parse_recovery_key(args.masterkey)
+        return Volume.unlock(args.backing, master_key=key, read_only=read_only, **kw)
+    cfg = VaultConfig.load(args.backing)  # fail on a bad vault before prompting
+    del cfg
+    passphrase = _source(args).get()
+    return Volume.unlock(args.backing, passphrase=passphrase, read_only=read_only, **kw)
+
+
+def _plain(path: str) -> str:
+    path = posixpath.normpath("/" + path)
+    return "/" if path == "//" else path
+
+
+# -- commands ---------------------------------------------------------------------------
+def cmd_init(args: argparse.Namespace) -> int:
+    if os.path.isdir(args.backing) and os.listdir(args.backing):
+        raise CryptfsError(f"{args.backing} is not empty; a vault needs an empty directory")
+    passphrase = _source(args).get("New passphrase: ", confirm=True)
+    _, master_key = Volume.initialize(args.backing, passphrase, block_size=args.block_size)
+    recovery = keys.format_recovery_key(master_key)
+    if args.quiet:
+        print(recovery)
+    else:
+        print(f"Created an encrypted vault in {args.backing}.\n")
+        print("Your recovery key (the master key) is printed below, once. Write it down and")
+        print("keep it offline: with it you can mount the vault even if the passphrase is")
+        print("lost (cryptfs mount --masterkey KEY ...), and so can anyone who finds it.\n")
+        print(f"    {recovery}\n")
+        print(f"Mount it with: cryptfs mount {args.backing} MOUNTPOINT")
+    return 0
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from . import mount as m
+
+    m.check_fuse_available()
+    m.check_mountpoint(args.mountpoint, args.backing)
+    owner = None
+    if os.geteuid() == 0:
+        def owner():
+            from .fs import caller_identity
+
+            return caller_identity()
+    volume = _unlock(args, read_only=args.read_only, owner=owner)
+    opts = m.fuse_options(args.backing, args.read_only, args.o or [])
+    if args.foreground:
+        m.mount_foreground(volume, args.mountpoint, opts, args.single_threaded)
+        return 0
+    pid = m.mount_background(volume, args.mountpoint, opts, log_file=args.log,
+                             single_threaded=args.single_threaded)
+    if not args.quiet:
+        print(f"Mounted {args.backing} on {args.mountpoint} (daemon pid {pid}).")
+    return 0
+
+
+def cmd_unmount(args: argparse.Namespace) -> int:
+    from . import mount as m
+
+    m.unmount(args.mountpoint, lazy=args.lazy)
+    return 0
+
+
+def cmd_passwd(args: argparse.Namespace) -> int:
+    cfg = VaultConfig.load(args.backing)
+    if args.masterkey:
+        master_key = keys.parse_recovery_key(args.masterkey)
+        cfg.verify_master_key(master_key)
+    else:
+        master_key = cfg.unlock(_source(args).get("Current passphrase: "))
+    new_source = PassphraseSource(args.new_passfile, None, env_var=NEW_ENV_VAR)
+    new = new_source.get("New passphrase: ", confirm=True)
+    new_cfg = cfg.rewrap(master_key, new)
+    new_cfg.save(args.backing)
+    # Verify what is on disk before declaring success.
+    VaultConfig.load(args.backing).unlock(new)
+    print("Passphrase changed. No data was re-encrypted: the master key is the same.")
+    print("Note: an old copy of cryptfs.conf (a backup, or a cloud's version history) still "
+          "opens the vault with the old passphrase.")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    cfg = VaultConfig.load(args.backing)
+    print(f"vault:           {os.path.abspath(args.backing)}")
+    print("format version:  1")
+    print("cipher:          xsalsa20-poly1305 (libsodium secretbox), per-file keys")
+    print(f"block size:      {cfg.block_size} bytes (+40 bytes per block on disk)")
+    print("names:           SIV secretbox, base64url, padded to "
+          f"{cfg.name_padding} bytes, long names over {cfg.long_name_max} bytes")
+    print(f"KDF:             argon2id, opslimit {cfg.kdf.opslimit}, "
+          f"memlimit {cfg.kdf.memlimit // 1024} KiB")
+    print(f"features:        {', '.join(cfg.features) or '(none)'}")
+    return 0
+
+
+def _mode_char(mode: int) -> str:
+    return {stat.S_IFDIR: "d", stat.S_IFLNK: "l", stat.S_IFREG: "-", stat.S_IFIFO: "p",
+            stat.S_IFSOCK: "s", stat.S_IFCHR: "c", stat.S_IFBLK: "b"}.get(stat.S_IFMT(mode), "?")
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    vol = _unlock(args, read_only=True)
+    top = _plain(args.path)
+    attrs = vol.getattr(top)
+    if not stat.S_ISDIR(attrs["st_mode"]):
+        print(top)
+        return 0
+    tops = [t for t, _, _ in vol.walk(top)] if args.recursive else [top]
+    for index, directory in enumerate(tops):
+        if args.recursive:
+            print(("\n" if index else "") + f"{directory}:")
+        for name in vol.listdir(directory):
+            full = posixpath.join(directory, name)
+            a = vol.getattr(full)
+            suffix = "/" if stat.S_ISDIR(a["st_mode"]) else ""
+            if args.long:
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(a["st_mtime"] / 1e9))
+                line = (f"{_mode_char(a['st_mode'])}{stat.filemode(a['st_mode'])[1:]} "
+                        f"{a['st_size']:>12} {when} {name}{suffix}")
+                if stat.S_ISLNK(a["st_mode"]):
+                    line += f" -> {vol.readlink(full)}"
+                print(line)
+            else:
+                print(name + suffix)
+    return 0
+
+
+def cmd_cat(args: argparse.Namespace) -> int:
+    vol = _unlock(args, read_only=True)
+    path = _plain(args.path)
+    fh = vol.open(path, os.O_RDONLY)
+    out = sys.stdout.buffer
+    try:
+        offset = 0
+        while True:
+            chunk = vol.read(fh, 1 << 20, offset)
+            if not chunk:
+                break
+            out.write(chunk)
+            offset += len(chunk)
+    finally:
+        vol.release(fh)
+        out.flush()
+    return 0
+
+
+def cmd_encrypt_name(args: argparse.Namespace) -> int:
+    vol = _unlock(args, read_only=True)
+    backing_path = vol.mapper.path(_plain(args.plain_path))
+    print(os.path.relpath(backing_path, vol.backing))
+    return 0
+
+
+def cmd_decrypt_name(args: argparse.Namespace) -> int:
+    vol = _unlock(args, read_only=True)
+    rel = args.backing_path
+    if os.path.isabs(rel):
+        rel = os.path.relpath(rel, vol.backing)
+    parts = [p for p in rel.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise CryptfsError("backing path must stay inside the vault")
+    current = vol.backing
+    plain: list[str] = []
+    for part in parts:
+        iv = vol.mapper.dir_iv(current)
+        name = vol.mapper.decrypt_entry_name(current, iv, part)
+        plain.append(os.fsdecode(name))
+        current = os.path.join(current, part)
+    print("/" + "/".join(plain))
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cryptfs",
+        description="Encrypted FUSE filesystem: a plaintext view of an encrypted directory.",
+        epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"cryptfs {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(func=func)
+        return p
+
+    p = add("init", cmd_init, "create an empty vault in BACKING")
+    p.add_argument("backing")
+    p.add_argument("--quiet", action="store_true", help="print only the recovery key")
+    p.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
+    _add_pass_args(p)
+
+    p = add("mount", cmd_mount, "mount BACKING on MOUNTPOINT")
+    p.add_argument("backing")
+    p.add_argument("mountpoint")
+    p.add_argument("-f", "--foreground", action="store_true",
+                   help="stay in the foreground, log to stderr")
+    p.add_argument("--read-only", action="store_true", help="mount read-only")
+    p.add_argument("-o", action="append", metavar="OPT[,OPT]",
+                   help="FUSE mount options, e.g. allow_other")
+    p.add_argument("--masterkey", metavar="HEX", help="mount with the recovery key")
+    p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
+    p.add_argument("--single-threaded", action="store_true", help="serve one request at a time")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    _add_pass_args(p)
+
+    p = add("unmount", cmd_unmount, "flush and unmount MOUNTPOINT")
+    p.add_argument("mountpoint")
+    p.add_argument("--lazy", action="store_true", help="detach now even if busy")
+
+    p = add("passwd", cmd_passwd, "change the passphrase (no data is re-encrypted)")
+    p.add_argument("backing")
+    p.add_argument("--masterkey", metavar="HEX", help="authorise with the recovery key")
+    p.add_argument("--new-passfile", metavar="FILE",
+                   help=f"new passphrase from FILE (else ${NEW_ENV_VAR}, else a prompt)")
+    _add_pass_args(p)
+
+    p = add("info", cmd_info, "show the vault's format and parameters (no passphrase)")
+    p.add_argument("backing")
+
+    p = add("ls", cmd_ls, "list a directory of the vault without mounting")
+    p.add_argument("backing")
+    p.add_argument("path", nargs="?", default="/")
+    p.add_argument("-l", "--long", action="store_true", help="mode, size, time, name")
+    p.add_argument("-R", "--recursive", action="store_true")
+    p.add_argument("--masterkey", metavar="HEX")
+    _add_pass_args(p)
+
+    p = add("cat", cmd_cat, "write a file of the vault to stdout without mounting")
+    p.add_argument("backing")
+    p.add_argument("path")
+    p.add_argument("--masterkey", metavar="HEX")
+    _add_pass_args(p)
+
+    p = add("encrypt-name", cmd_encrypt_name, "backing path of a plaintext path")
+    p.add_argument("backing")
+    p.add_argument("plain_path")
+    p.add_argument("--masterkey", metavar="HEX")
+    _add_pass_args(p)
+
+    p = add("decrypt-name", cmd_decrypt_name, "plaintext path of a backing path")
+    p.add_argument("backing")
+    p.add_argument("backing_path")
+    p.add_argument("--masterkey", metavar="HEX")
+    _add_pass_args(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="cryptfs: %(levelname)s: %(message)s")
+    if not args.verbose:
+        logging.getLogger("mfusepy").setLevel(logging.WARNING)
+    try:
+        return int(args.func(args) or 0)
+    except CryptfsError as exc:
+        print(f"cryptfs: {exc}", file=sys.stderr)
+        return int(exc.exit_code)
+    except FileNotFoundError as exc:
+        print(f"cryptfs: not found: {exc.filename or exc}", file=sys.stderr)
+        return int(ExitCode.NOT_FOUND)
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"cryptfs: {exc.strerror or exc}{where}", file=sys.stderr)
+        return int(ExitCode.ERROR)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+

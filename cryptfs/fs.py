@@ -1,0 +1,246 @@
+"""FUSE adapter: translate each callback into a ``Volume`` call and map failures to errno.
+
+This is the only module that imports the FUSE binding (mfusepy on libfuse 3). It holds
+no filesystem logic: what the filesystem does is defined in ``volume.py``.
+"""
+
+from __future__ import annotations
+
+import ctypes.util
+import errno
+import functools
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+# mfusepy picks libfuse 2 when both are installed unless told otherwise; libfuse 3 gives
+# 1 MiB writes (docs: ../shared/notes/bindings.md). Must happen before the import.
+if "FUSE_LIBRARY_PATH" not in os.environ and ctypes.util.find_library("fuse3"):
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+
+import mfusepy  # noqa: E402
+
+from .errors import IntegrityError  # noqa: E402
+from .volume import Volume  # noqa: E402
+
+log = logging.getLogger("cryptfs")
+
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+
+
+def _fuse_op(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Let OSError through (mfusepy returns its errno); everything else becomes EIO."""
+
+    @functools.wraps(func)
+    def wrapper(self: CryptFS, *args: Any) -> Any:
+        try:
+            return func(self, *args)
+        except OSError:
+            raise
+        except IntegrityError as exc:
+            log.warning("%s%r: %s", func.__name__, args[:1], exc)
+            raise mfusepy.FuseOSError(errno.EIO) from None
+        except Exception:
+            log.exception("unexpected error in %s%r", func.__name__, args[:1])
+            raise mfusepy.FuseOSError(errno.EIO) from None
+
+    return wrapper
+
+
+class CryptFS(mfusepy.Operations):
+    """mfusepy operations backed by a Volume."""
+
+    use_ns = True
+
+    def __init__(self, volume: Volume, on_ready: Callable[[], None] | None = None) -> None:
+        self.volume = volume
+        self._on_ready = on_ready
+
+    def init_with_config(self, conn_info: Any, config_3: Any) -> None:
+        if self._on_ready is not None:
+            self._on_ready()
+
+    def destroy(self, path: str) -> None:
+        self.volume.close()
+        _syncfs(self.volume.backing)
+
+    @_fuse_op
+    def getattr(self, path: str, fh: int | None = None) -> dict[str, int]:
+        return self.volume.getattr(path, fh)
+
+    @_fuse_op
+    def access(self, path: str, amode: int) -> int:
+        self.volume.access(path, amode)
+        return 0
+
+    @_fuse_op
+    def readdir(self, path: str, fh: int) -> list[Any]:
+        entries: list[Any] = [".", ".."]
+        entries.extend((name, {"st_mode": mode, "st_ino": ino}, 0)
+                       for name, mode, ino in self.volume.readdir(path))
+        return entries
+
+    @_fuse_op
+    def readlink(self, path: str) -> str:
+        return self.volume.readlink(path)
+
+    @_fuse_op
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        self.volume.mknod(path, mode, dev)
+        return 0
+
+    @_fuse_op
+    def mkdir(self, path: str, mode: int) -> int:
+        self.volume.mkdir(path, mode)
+        return 0
+
+    @_fuse_op
+    def unlink(self, path: str) -> int:
+        self.volume.unlink(path)
+        return 0
+
+    @_fuse_op
+    def rmdir(self, path: str) -> int:
+        self.volume.rmdir(path)
+        return 0
+
+    @_fuse_op
+    def symlink(self, target: str, source: str) -> int:
+        # mfusepy: create the link ``target`` whose content is ``source``.
+        self.volume.symlink(target, source)
+        return 0
+
+    @_fuse_op
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
+        self.volume.rename(old, new, flags)
+        return 0
+
+    @_fuse_op
+    def link(self, target: str, source: str) -> int:
+        self.volume.link(target, source)
+        return 0
+
+    @_fuse_op
+    def chmod(self, path: str, mode: int) -> int:
+        self.volume.chmod(path, mode)
+        return 0
+
+    @_fuse_op
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        self.volume.chown(path, uid, gid)
+        return 0
+
+    @_fuse_op
+    def utimens(self, path: str, times: Any = None) -> int:
+        self.volume.utimens(path, times)
+        return 0
+
+    @_fuse_op
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> int:
+        self.volume.truncate(path, length, fh)
+        return 0
+
+    @_fuse_op
+    def open(self, path: str, flags: int) -> int:
+        return self.volume.open(path, flags)
+
+    @_fuse_op
+    def create(self, path: str, mode: int, flags: int) -> int:
+        return self.volume.create(path, mode, flags)
+
+    @_fuse_op
+    def read(self, path: str | None, size: int, offset: int, fh: int) -> bytes:
+        return self.volume.read(fh, size, offset)
+
+    @_fuse_op
+    def write(self, path: str | None, data: bytes, offset: int, fh: int) -> int:
+        return self.volume.write(fh, data, offset)
+
+    @_fuse_op
+    def flush(self, path: str | None, fh: int) -> int:
+        return 0
+
+    @_fuse_op
+    def release(self, path: str | None, fh: int) -> int:
+        self.volume.release(fh)
+        return 0
+
+    @_fuse_op
+    def fsync(self, path: str | None, datasync: int, fh: int) -> int:
+        self.volume.fsync(fh, bool(datasync))
+        return 0
+
+    @_fuse_op
+    def fsyncdir(self, path: str | None, datasync: int, fh: int) -> int:
+        if path is not None:
+            self.volume.fsyncdir(path)
+        return 0
+
+    @_fuse_op
+    def statfs(self, path: str) -> dict[str, int]:
+        return self.volume.statfs()
+
+
+class StrictFUSE(mfusepy.FUSE):
+    """mfusepy.FUSE with the libfuse 3 gaps closed.
+
+    mfusepy 3.1.1 drops rename flags (a RENAME_EXCHANGE then silently deletes a file)
+    and passes UTIME_NOW/UTIME_OMIT through as nonsense nanoseconds.
+    """
+
+    def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
+        return self.operations.rename(
+            old.decode(self.encoding, self.errors), new.decode(self.encoding, self.errors), flags
+        )
+
+    def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
+        times = None
+        if buf:
+            pair = []
+            for ts in (buf.contents.actime, buf.contents.modtime):
+                if ts.tv_nsec == UTIME_OMIT:
+                    pair.append(None)
+                elif ts.tv_nsec == UTIME_NOW:
+                    pair.append(time.time_ns())
+                else:
+                    pair.append(ts.tv_sec * 10**9 + ts.tv_nsec)
+            times = (pair[0], pair[1])
+        decoded = None if path is None else path.decode(self.encoding, self.errors)
+        return self.operations.utimens(decoded, times)
+
+
+def _syncfs(path: str) -> None:
+    """Flush the backing filesystem at unmount (syncfs(2), best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if hasattr(libc, "syncfs"):
+            libc.syncfs(fd)
+    finally:
+        os.close(fd)
+
+
+def fuse_major_version() -> int:
+    return int(mfusepy.fuse_version_major)
+
+
+def caller_identity() -> tuple[int, int]:
+    uid, gid, _pid = mfusepy.fuse_get_context()
+    return uid, gid
+
+
+def serve(volume: Volume, mountpoint: str, options: dict[str, Any], *,
+          single_threaded: bool = False, on_ready: Callable[[], None] | None = None) -> None:
+    """Mount and serve until unmounted. Blocks."""
+    ops = CryptFS(volume, on_ready)
+    opts = dict(options)
+    if fuse_major_version() == 2:
+        opts["big_writes"] = True
+    StrictFUSE(ops, mountpoint, raw_fi=False, foreground=True, nothreads=single_threaded,
+               **opts)

@@ -1,0 +1,82 @@
+"""Where passphrases come from: --passfile, --extpass, CRYPTFS_PASSWORD, or a prompt.
+
+The passphrase is handled as bytes and never passed on: not in argv, not in the
+environment of child processes (``--extpass`` runs with CRYPTFS_PASSWORD removed).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+
+from .errors import CryptfsError
+
+ENV_VAR = "CRYPTFS_PASSWORD"
+NEW_ENV_VAR = "CRYPTFS_NEW_PASSWORD"
+
+
+class PassphraseError(CryptfsError):
+    """No usable passphrase could be obtained."""
+
+
+@dataclass
+class PassphraseSource:
+    passfile: str | None = None
+    extpass: str | None = None
+    env_var: str = ENV_VAR
+
+    def get(self, prompt: str = "Passphrase: ", confirm: bool = False) -> bytes:
+        if self.passfile:
+            return _first_line_of_file(self.passfile)
+        if self.extpass:
+            return _first_line_of_command(self.extpass)
+        value = os.environ.get(self.env_var)
+        if value is not None:
+            return _nonempty(os.fsencode(value), f"${self.env_var}")
+        return _prompt(prompt, confirm)
+
+
+def _nonempty(value: bytes, where: str) -> bytes:
+    if not value:
+        raise PassphraseError(f"empty passphrase from {where}")
+    return value
+
+
+def _first_line_of_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            line = fh.readline(65536)
+    except OSError as exc:
+        raise PassphraseError(f"cannot read passfile {path}: {exc.strerror}") from None
+    return _nonempty(line.rstrip(b"\r\n"), f"passfile {path}")
+
+
+def _first_line_of_command(command: str) -> bytes:
+    argv = shlex.split(command)
+    if not argv:
+        raise PassphraseError("--extpass is empty")
+    env = {k: v for k, v in os.environ.items() if k not in (ENV_VAR, NEW_ENV_VAR)}
+    try:
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                              env=env, check=False, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise PassphraseError(f"--extpass program failed: {exc}") from None
+    if proc.returncode != 0:
+        raise PassphraseError(f"--extpass program exited with status {proc.returncode}")
+    line = proc.stdout.split(b"\n", 1)[0].rstrip(b"\r")
+    return _nonempty(line, "--extpass")
+
+
+def _prompt(prompt: str, confirm: bool) -> bytes:
+    if not sys.stdin.isatty():
+        raise PassphraseError(
+            f"no passphrase: use --passfile, --extpass or ${ENV_VAR} when not on a terminal"
+        )
+    first = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat: ") != first:
+        raise PassphraseError("passphrases do not match")
+    return _nonempty(os.fsencode(first), "the prompt")
