@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# The cryptfs demo: make a vault under ./demo/, mount it, put files in, show the
+# plaintext view beside the encrypted backing directory, unmount. No prompts; safe to
+# run again (it starts from scratch and never leaves a mount behind).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CRYPTFS="$PWD/.venv/bin/cryptfs"
+DEMO="$PWD/demo"
+VAULT="$DEMO/vault"
+MNT="$DEMO/mnt"
+export CRYPTFS_PASSWORD="demo passphrase - not for real data"
+
+cleanup() {
+  if grep -qs " $MNT fuse" /proc/mounts; then
+    "$CRYPTFS" unmount "$MNT" 2>/dev/null || fusermount3 -u -z "$MNT" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+cleanup
+rm -rf "$DEMO"
+mkdir -p "$MNT"
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+step "cryptfs init $VAULT"
+"$CRYPTFS" init "$VAULT"
+
+step "cryptfs mount $VAULT $MNT"
+"$CRYPTFS" mount "$VAULT" "$MNT" --log "$DEMO/mount.log"
+
+step "Copy example files into the mount (a normal folder for every program)"
+mkdir -p "$MNT/Documents/Taxes 2026" "$MNT/Photos"
+cp README.md "$MNT/Documents/"
+printf 'Account: DE89 3704 0044 0532 0130 00\nPIN: 4711\n' > "$MNT/Documents/Taxes 2026/bank.txt"
+head -c 300000 /dev/urandom > "$MNT/Photos/holiday.jpg"
+ln -s "Documents/Taxes 2026/bank.txt" "$MNT/bank-link"
+(cd "$MNT" && find . | sort)
+
+step "What programs see (plaintext view in $MNT)"
+cat "$MNT/bank-link"
+ls -l "$MNT/Documents"
+
+step "What the disk and the cloud see (backing directory $VAULT)"
+(cd "$VAULT" && find . -printf '%10s  %p\n' | sort -k2)
+if grep -rqs "PIN: 4711" "$VAULT"; then echo "PLAINTEXT FOUND IN BACKING DIR"; exit 1; fi
+echo "(grep for the plaintext 'PIN: 4711' in the backing directory: not found)"
+
+step "Where does Documents/Taxes 2026/bank.txt live on disk?"
+"$CRYPTFS" encrypt-name "$VAULT" "/Documents/Taxes 2026/bank.txt"
+
+step "cryptfs unmount $MNT"
+"$CRYPTFS" unmount "$MNT"
+
+step "Read it back offline, without FUSE: cryptfs ls / cat"
+"$CRYPTFS" ls -l -R "$VAULT"
+"$CRYPTFS" cat "$VAULT" "Documents/Taxes 2026/bank.txt"
+
+step "Done. The demo vault is in $VAULT (passphrase in examples/demo.sh)."
