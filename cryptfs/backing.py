@@ -16,9 +16,14 @@ import stat
 import threading
 from dataclasses import dataclass
 
-from .errors import IntegrityError, NameError_
+from .errors import IntegrityError, BadNameError
 from .names import (
-    DIRIV_LEN, DIRIV_NAME, NameCipher, is_long_entry, is_reserved, long_entry_name,
+    DIRIV_LEN,
+    DIRIV_NAME,
+    NameCipher,
+    is_long_entry,
+    is_reserved,
+    long_entry_name,
     sidecar_of,
 )
 
@@ -167,18 +172,18 @@ class PathMapper:
 
     # -- listing -----------------------------------------------------------------------
     def decrypt_entry_name(self, backing_dir: str, iv: bytes, backing_name: str) -> bytes:
-        """Plain name of one backing entry; NameError_ if it is not one of ours."""
+        """Plain name of one backing entry; BadNameError if it is not one of ours."""
         if is_long_entry(backing_name):
             try:
                 with open(os.path.join(backing_dir, sidecar_of(backing_name)), "rb") as fh:
                     encrypted = fh.read(4096).decode("ascii")
             except (OSError, UnicodeDecodeError):
-                raise NameError_("long name without a readable sidecar") from None
+                raise BadNameError("long name without a readable sidecar") from None
             if long_entry_name(encrypted) != backing_name:
-                raise NameError_("long-name sidecar does not match its entry")
+                raise BadNameError("long-name sidecar does not match its entry")
             return self.names.decrypt(iv, encrypted)
         if is_reserved(backing_name):
-            raise NameError_("reserved name")
+            raise BadNameError("reserved name")
         return self.names.decrypt(iv, backing_name)
 
     def list_dir(self, backing_dir: str):

@@ -31,7 +31,7 @@ Random = Callable[[int], bytes]
 class FileCipher:
     """Encrypts and decrypts the blocks of one file (one file id, one key)."""
 
-    __slots__ = ("key", "block_size", "_rng", "_zero_block")
+    __slots__ = ("_rng", "_zero_block", "block_size", "key")
 
     def __init__(self, key: bytes, block_size: int, rng: Random, zero_block: bytes) -> None:
         self.key = key

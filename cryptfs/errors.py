@@ -49,7 +49,7 @@ class IntegrityError(CryptfsError):
     exit_code = ExitCode.INTEGRITY
 
 
-class NameError_(IntegrityError):
+class BadNameError(IntegrityError):
     """An encrypted name does not decrypt in its directory."""
 
 

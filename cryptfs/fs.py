@@ -20,10 +20,10 @@ from typing import Any
 if "FUSE_LIBRARY_PATH" not in os.environ and ctypes.util.find_library("fuse3"):
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
 
-import mfusepy  # noqa: E402
+import mfusepy
 
-from .errors import IntegrityError  # noqa: E402
-from .volume import Volume  # noqa: E402
+from .errors import IntegrityError
+from .volume import Volume
 
 log = logging.getLogger("cryptfs")
 

@@ -29,6 +29,7 @@ from .volume import Volume
 log = logging.getLogger("cryptfs")
 
 READY_TIMEOUT = 30.0
+_PR_SET_DUMPABLE = 4
 
 
 def runtime_dir() -> Path:
@@ -100,8 +101,7 @@ def harden_process() -> None:
         import ctypes
 
         libc = ctypes.CDLL(None)
-        PR_SET_DUMPABLE = 4
-        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
     except (OSError, AttributeError):
         pass
 

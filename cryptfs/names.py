@@ -13,7 +13,7 @@ from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
 from nacl.exceptions import CryptoError
 
 from .config import b64u_decode, b64u_encode
-from .errors import NameError_
+from .errors import BadNameError
 from .keys import mac_equal
 
 DIRIV_NAME = "cryptfs.diriv"
@@ -86,24 +86,24 @@ class NameCipher:
         return b64u_encode(siv + crypto_secretbox_easy(padded, siv, self._name_key))
 
     def decrypt(self, dir_iv: bytes, encrypted: str) -> bytes:
-        """Plain name of ``encrypted``; NameError_ unless it was made for this directory."""
+        """Plain name of ``encrypted``; BadNameError unless it was made for this directory."""
         try:
             raw = b64u_decode(encrypted)
         except ValueError:
-            raise NameError_("not a cryptfs name (bad base64)") from None
+            raise BadNameError("not a cryptfs name (bad base64)") from None
         body = len(raw) - SIV_LEN - TAG_LEN
         if body <= 0 or body % self.padding:
-            raise NameError_("not a cryptfs name (bad length)")
+            raise BadNameError("not a cryptfs name (bad length)")
         siv = raw[:SIV_LEN]
         try:
             padded = crypto_secretbox_open_easy(raw[SIV_LEN:], siv, self._name_key)
         except CryptoError:
-            raise NameError_("name failed authentication") from None
+            raise BadNameError("name failed authentication") from None
         if not mac_equal(self._siv(dir_iv, padded), siv):
-            raise NameError_("name belongs to another directory")
+            raise BadNameError("name belongs to another directory")
         name = padded.rstrip(b"\0")
         if b"\0" in name or len(padded) - len(name) >= self.padding:
-            raise NameError_("name has invalid padding")
+            raise BadNameError("name has invalid padding")
         check_name_or_integrity(name)
         return name
 
@@ -129,10 +129,10 @@ class NameCipher:
             raw = b64u_decode(stored)
             target = crypto_secretbox_open_easy(raw[SIV_LEN:], raw[:SIV_LEN], self._symlink_key)
         except (ValueError, CryptoError):
-            raise NameError_("symlink target failed authentication") from None
+            raise BadNameError("symlink target failed authentication") from None
         target = target.rstrip(b"\0")
         if not target or b"\0" in target:
-            raise NameError_("symlink target has invalid padding")
+            raise BadNameError("symlink target has invalid padding")
         return target
 
 
@@ -145,4 +145,4 @@ def check_name_or_integrity(name: bytes) -> None:
     try:
         check_plain_name(name)
     except OSError:
-        raise NameError_("decrypted name is not a valid file name") from None
+        raise BadNameError("decrypted name is not a valid file name") from None

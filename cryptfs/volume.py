@@ -58,7 +58,8 @@ class Volume:
     # -- lifecycle -----------------------------------------------------------------------
     @classmethod
     def initialize(cls, backing: str, passphrase: bytes, *, master_key: bytes | None = None,
-               rng: Callable[[int], bytes] = os.urandom, **config_args: Any) -> tuple[Volume, bytes]:
+                   rng: Callable[[int], bytes] = os.urandom,
+                   **config_args: Any) -> tuple[Volume, bytes]:
         """Make a new, empty vault in ``backing``; returns it and the master key."""
         if os.path.lexists(backing):
             if not os.path.isdir(backing):

@@ -1,0 +1,137 @@
+"""Shared fixtures. Mount tests run the real CLI as a subprocess and always unmount."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ["CRYPTFS_TESTONLY_WEAK_KDF"] = "1"
+PASSWORD = "correct horse battery staple"
+
+FUSERMOUNT = shutil.which("fusermount3") or shutil.which("fusermount")
+HAVE_FUSE = os.path.exists("/dev/fuse") and FUSERMOUNT is not None
+needs_fuse = pytest.mark.skipif(not HAVE_FUSE, reason="needs /dev/fuse and fusermount3")
+
+
+def cryptfs_cmd(*args: str, password: str | None = PASSWORD, check: bool = False,
+                input_: bytes | None = None, timeout: float = 60,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI as a user would (``python -m cryptfs``)."""
+    full_env = dict(os.environ)
+    full_env.pop("CRYPTFS_PASSWORD", None)
+    if password is not None:
+        full_env["CRYPTFS_PASSWORD"] = password
+    full_env.update(env or {})
+    proc = subprocess.run([sys.executable, "-m", "cryptfs", *args], capture_output=True,
+                          input=input_, env=full_env, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"cryptfs {args} failed ({proc.returncode}): "
+                             f"{proc.stderr.decode(errors='replace')}")
+    return proc
+
+
+def is_mounted(path: Path) -> bool:
+    target = os.fsencode(os.path.realpath(path))
+    with open("/proc/self/mountinfo", "rb") as fh:
+        return any(line.split()[4] == target for line in fh)
+
+
+def force_unmount(path: Path) -> None:
+    if not is_mounted(path):
+        return
+    for args in (["-u"], ["-u", "-z"]):
+        subprocess.run([FUSERMOUNT, *args, str(path)], capture_output=True, timeout=30,
+                       check=False)
+        if not is_mounted(path):
+            return
+
+
+class Mount:
+    """A live cryptfs mount served by a foreground daemon that this test started."""
+
+    def __init__(self, backing: Path, mountpoint: Path, extra: tuple[str, ...] = ()) -> None:
+        self.backing = backing
+        self.mnt = mountpoint
+        self.extra = extra
+        self.proc: subprocess.Popen | None = None
+        self.log = mountpoint.parent / f"{mountpoint.name}.log"
+
+    def start(self) -> Mount:
+        env = dict(os.environ, CRYPTFS_PASSWORD=PASSWORD)
+        self.logfh = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cryptfs", "mount", "-f", *self.extra,
+             str(self.backing), str(self.mnt)],
+            stdout=self.logfh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mount exited early: {self.log.read_text()}")
+            if is_mounted(self.mnt):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise AssertionError("mount did not come up")
+
+    def stop(self) -> None:
+        force_unmount(self.mnt)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+            self.proc = None
+        if hasattr(self, "logfh"):
+            self.logfh.close()
+
+    def kill(self) -> None:
+        """Simulate a crash of the daemon."""
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+        self.proc = None
+        force_unmount(self.mnt)
+
+    def log_text(self) -> str:
+        self.logfh.flush()
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def vault_dir(tmp_path: Path) -> Path:
+    backing = tmp_path / "vault"
+    cryptfs_cmd("init", "--quiet", str(backing), check=True)
+    return backing
+
+
+@pytest.fixture
+def mounted(tmp_path: Path, vault_dir: Path):
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = Mount(vault_dir, mnt)
+    if not HAVE_FUSE:
+        pytest.skip("needs /dev/fuse and fusermount3")
+    m.start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture
+def volume(tmp_path: Path):
+    from cryptfs.volume import Volume
+
+    vol, _key = Volume.initialize(str(tmp_path / "vault"), PASSWORD.encode())
+    try:
+        yield vol
+    finally:
+        vol.close()
