@@ -16,7 +16,7 @@ import stat
 import threading
 from dataclasses import dataclass
 
-from .errors import IntegrityError, BadNameError
+from .errors import BadNameError, IntegrityError
 from .names import (
     DIRIV_LEN,
     DIRIV_NAME,
