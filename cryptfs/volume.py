@@ -259,17 +259,35 @@ class Volume:
         src_is_dir = stat.S_ISDIR(os.lstat(src.path).st_mode)
         if src.path == dst.path:
             return
+        # POSIX lets a directory replace an empty one; in the backing store the "empty"
+        # target still holds its IV file, which must go first (and come back on failure).
+        emptied_iv = self._empty_target_dir(dst) if src_is_dir and not flags else None
         created = self.mapper.write_sidecar(dst)
         try:
             rename2(src.path, dst.path, flags)
         except OSError:
             if created:
                 self.mapper.remove_sidecar(dst)
+            if emptied_iv is not None:
+                self.mapper.write_dir_iv(dst.path, emptied_iv)
             raise
         if not flags & RENAME_EXCHANGE:
             self.mapper.remove_sidecar(src)
         if src_is_dir or flags & RENAME_EXCHANGE:
             self.mapper.clear_caches()
+
+    def _empty_target_dir(self, dst: Entry) -> bytes | None:
+        """If ``dst`` is an empty directory, remove its IV file and return the IV."""
+        try:
+            if not stat.S_ISDIR(os.lstat(dst.path).st_mode):
+                return None
+        except FileNotFoundError:
+            return None
+        if os.listdir(dst.path) != [DIRIV_NAME]:
+            raise OSError(errno.ENOTEMPTY, "directory not empty", dst.path)
+        iv = self.mapper.dir_iv(dst.path)
+        os.unlink(os.path.join(dst.path, DIRIV_NAME))
+        return iv
 
     def link(self, new: str, existing: str) -> None:
         src = self._entry(existing)

@@ -135,3 +135,28 @@ def volume(tmp_path: Path):
         yield vol
     finally:
         vol.close()
+
+
+@pytest.fixture(scope="module")
+def shared_mount(tmp_path_factory):
+    """One mount for a whole module of tests that each work in their own directory."""
+    if not HAVE_FUSE:
+        pytest.skip("needs /dev/fuse and fusermount3")
+    base = tmp_path_factory.mktemp("shared")
+    backing = base / "vault"
+    cryptfs_cmd("init", "--quiet", str(backing), check=True)
+    mnt = base / "mnt"
+    mnt.mkdir()
+    m = Mount(backing, mnt).start()
+    try:
+        yield m
+    finally:
+        m.stop()
+
+
+@pytest.fixture
+def work(shared_mount: Mount, request) -> Path:
+    """A fresh directory inside the shared mount."""
+    d = shared_mount.mnt / request.node.name.replace("/", "_")[:100]
+    d.mkdir()
+    return d
