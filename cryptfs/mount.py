@@ -64,11 +64,11 @@ def _unescape(field: bytes) -> bytes:
 
 
 def check_mountpoint(mountpoint: str, backing: str) -> None:
+    if mounted_fuse(mountpoint):
+        raise MountpointError(f"{mountpoint} is already a mount point (or a crashed mount); "
+                              f"run 'cryptfs unmount {mountpoint}' first")
     if not os.path.lexists(mountpoint):
         raise MountpointError(f"mount point {mountpoint} does not exist; create it with mkdir")
-    if mounted_fuse(mountpoint):
-        raise MountpointError(f"{mountpoint} is already a mount point; "
-                              f"run 'cryptfs unmount {mountpoint}' first")
     try:
         if not os.path.isdir(mountpoint):
             raise MountpointError(f"mount point {mountpoint} is not a directory")
@@ -254,6 +254,16 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 60.0) -> No
     _wait_daemon(mountpoint, timeout)
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
 def _wait_daemon(mountpoint: str, timeout: float) -> None:
     pidfile = pidfile_for(mountpoint)
     try:
@@ -262,13 +272,7 @@ def _wait_daemon(mountpoint: str, timeout: float) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        except PermissionError:
-            break
-        if not pidfile.exists():
+        if not _alive(pid):
             break
         time.sleep(0.05)
     else:
