@@ -41,7 +41,8 @@ def _fuse_op(func: Callable[..., Any]) -> Callable[..., Any]:
         except OSError:
             raise
         except IntegrityError as exc:
-            log.warning("%s%r: %s", func.__name__, args[:1], exc)
+            if func.__name__ not in ("read", "write"):  # those report with the block number
+                self.volume.report_integrity(f"{func.__name__} {args[:1]!r}", exc)
             raise mfusepy.FuseOSError(errno.EIO) from None
         except Exception:
             log.exception("unexpected error in %s%r", func.__name__, args[:1])
