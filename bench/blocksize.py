@@ -14,7 +14,7 @@ import time
 
 os.environ.setdefault("CRYPTFS_TESTONLY_WEAK_KDF", "1")
 
-from cryptfs.volume import Volume  # noqa: E402
+from cryptfs.volume import Volume
 
 SIZES = [4096, 8192, 16384, 32768, 65536]
 
