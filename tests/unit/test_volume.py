@@ -246,3 +246,26 @@ def test_symlink_escape_in_backing_is_not_followed(volume: Volume, tmp_path: Pat
         volume.write_file("/d/file", b"escape")
     assert info.value.errno == errno.ENOTDIR
     assert os.listdir(outside) == ["cryptfs.diriv"]
+
+
+def test_two_devices_create_the_same_directory_identically(tmp_path: Path) -> None:
+    """Offline mkdir of the same path on two clones yields the same backing tree, so a
+    sync tool merging them keeps every name decodable (FORMAT.md §5.2)."""
+    import shutil
+
+    vol_a, key = Volume.initialize(str(tmp_path / "a"), PASSWORD.encode())
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    vol_b = Volume.unlock(str(tmp_path / "b"), master_key=key)
+    for vol, fname in ((vol_a, "from-a"), (vol_b, "from-b")):
+        vol.mkdir("/Shared")
+        vol.mkdir("/Shared/Photos")
+        vol.write_file(f"/Shared/Photos/{fname}", fname.encode())
+    a_dir, b_dir = vol_a.mapper.path("/Shared/Photos"), vol_b.mapper.path("/Shared/Photos")
+    assert os.path.relpath(a_dir, vol_a.backing) == os.path.relpath(b_dir, vol_b.backing)
+    # merge b into a the way a sync tool would
+    for name in os.listdir(b_dir):
+        if not os.path.exists(os.path.join(a_dir, name)):
+            shutil.copy2(os.path.join(b_dir, name), a_dir)
+    vol_a.mapper.clear_caches()
+    assert vol_a.listdir("/Shared/Photos") == ["from-a", "from-b"]
+    assert vol_a.read_file("/Shared/Photos/from-b") == b"from-b"
