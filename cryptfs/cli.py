@@ -220,6 +220,29 @@ def cmd_decrypt_name(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_fsck(args: argparse.Namespace) -> int:
+    import json
+
+    from .fsck import Checker, terminal_progress
+
+    vol = _unlock(args, read_only=not args.quarantine)
+    progress = None if args.json else terminal_progress
+    report = Checker(vol, quarantine=args.quarantine, progress=progress).run()
+    if progress and sys.stderr.isatty():
+        sys.stderr.write("\n")
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for p in report.problems:
+            where = p.plain_path or "(unknown plaintext path)"
+            moved = f"  -> moved to {p.quarantined_to}" if p.quarantined_to else ""
+            print(f"{p.kind}: {where}\n    backing: {p.backing_path}\n    {p.detail}{moved}")
+        status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+        print(f"fsck: {report.dirs} dirs, {report.files} files, {report.symlinks} symlinks, "
+              f"{report.bytes_checked / 2**20:.1f} MiB checked: {status}")
+    return 0 if report.ok else int(ExitCode.INTEGRITY)
+
+
 # -- parser -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -281,6 +304,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("cat", cmd_cat, "write a file of the vault to stdout without mounting")
     p.add_argument("backing")
     p.add_argument("path")
+    p.add_argument("--masterkey", metavar="HEX")
+    _add_pass_args(p)
+
+    p = add("fsck", cmd_fsck, "check every name, IV, sidecar, symlink and block (offline)")
+    p.add_argument("backing")
+    p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
+    p.add_argument("--quarantine", metavar="DIR",
+                   help="move unreadable backing entries into DIR (outside the vault)")
     p.add_argument("--masterkey", metavar="HEX")
     _add_pass_args(p)
 

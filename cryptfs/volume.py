@@ -411,12 +411,21 @@ class Volume:
             os.close(fd)
             raise OSError(errno.EACCES, "backing file is not writable", path)
         fh = self._register(fd, ent.path, writable, flags)
-        if flags & os.O_TRUNC:
-            try:
-                self._handles[fh][0].truncate(0)
-            except BaseException:
-                self.release(fh)
-                raise
+        of = self._handles[fh][0]
+        try:
+            if flags & os.O_TRUNC:
+                of.truncate(0)
+            elif os.fstat(of.fd).st_size <= self.content.backing_size(0):
+                # The kernel never reads a file it believes empty, so authenticate an
+                # "empty" file here: a cut or forged one fails at open, not silently.
+                of.read(0, 1)
+        except IntegrityError as exc:
+            self.release(fh)
+            self.report_integrity(ent.path, exc)
+            raise
+        except BaseException:
+            self.release(fh)
+            raise
         return fh
 
     def create(self, path: str, mode: int = 0o644, flags: int = os.O_WRONLY) -> int:
