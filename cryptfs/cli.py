@@ -10,9 +10,10 @@ import stat
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__, keys
-from .config import VaultConfig
+from .config import BACKUP_NAME, VaultConfig, write_atomic
 from .errors import CryptfsError, ExitCode
 from .passphrase import NEW_ENV_VAR, PassphraseSource
 from .volume import Volume
@@ -120,9 +121,11 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     new_source = PassphraseSource(args.new_passfile, None, env_var=NEW_ENV_VAR)
     new = new_source.get("New passphrase: ", confirm=True)
     new_cfg = cfg.rewrap(master_key, new)
+    backup = Path(args.backing) / BACKUP_NAME
+    write_atomic(backup, cfg.to_json())  # until the new config is proven to work
     new_cfg.save(args.backing)
-    # Verify what is on disk before declaring success.
     VaultConfig.load(args.backing).unlock(new)
+    backup.unlink()
     print("Passphrase changed. No data was re-encrypted: the master key is the same.")
     print("Note: an old copy of cryptfs.conf (a backup, or a cloud's version history) still "
           "opens the vault with the old passphrase.")

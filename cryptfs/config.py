@@ -22,6 +22,7 @@ from . import keys
 from .errors import ConfigError, WrongPassphraseError
 
 CONFIG_NAME = "cryptfs.conf"
+BACKUP_NAME = "cryptfs.conf.bak"  # exists only while cryptfs passwd runs
 CONFIG_VERSION = 1
 FORMAT_VERSION = 1
 CIPHER = "xsalsa20-poly1305"

@@ -7,6 +7,7 @@ writers never interleave inside a block. Different files never share a lock.
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import threading
@@ -152,8 +153,17 @@ class OpenFile:
                 runs[-1][1].append(stored)
             else:
                 runs.append((i, [stored]))
-        for first, blocks in runs:
-            _pwrite_all(self.fd, b"".join(blocks), self.content.block_offset(first))
+        blobs = [(self.content.block_offset(first), b"".join(blocks)) for first, blocks in runs]
+        if new > old:
+            # Reserve the space first: a full disk then fails the write before any block
+            # is touched, instead of leaving a half-written block behind (ENOSPC).
+            old_end = self.content.backing_size(old)
+            for offset, blob in blobs:
+                end = offset + len(blob)
+                if end > old_end:
+                    _reserve(self.fd, max(offset, old_end), end - max(offset, old_end))
+        for offset, blob in blobs:
+            _pwrite_all(self.fd, blob, offset)
         if new < old:
             os.ftruncate(self.fd, self.content.backing_size(new))
 
@@ -173,6 +183,27 @@ class OpenFile:
 
     def fsync(self, datasync: bool) -> None:
         (os.fdatasync if datasync else os.fsync)(self.fd)
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_fallocate = getattr(_libc, "fallocate64", None) or getattr(_libc, "fallocate", None)
+if _fallocate is not None:
+    _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+_FALLOC_FL_KEEP_SIZE = 1
+_fallocate_works = True
+
+
+def _reserve(fd: int, offset: int, length: int) -> None:
+    """Allocate backing blocks without changing the file size (best effort)."""
+    global _fallocate_works
+    if _fallocate is None or not _fallocate_works or length <= 0:
+        return
+    if _fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EOPNOTSUPP, errno.ENOSYS):
+            _fallocate_works = False
+        elif err == errno.ENOSPC or err == errno.EDQUOT:
+            raise OSError(err, os.strerror(err))
 
 
 def _pwrite_all(fd: int, data: bytes, offset: int) -> None:

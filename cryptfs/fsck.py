@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from .config import CONFIG_NAME
+from .config import BACKUP_NAME, CONFIG_NAME
 from .content import HEADER_LEN
 from .errors import IntegrityError
 from .files import OpenFile
@@ -120,6 +120,11 @@ class Checker:
         for name in names:
             path = os.path.join(backing_dir, name)
             if name == DIRIV_NAME or (name == CONFIG_NAME and backing_dir == self.vol.backing):
+                continue
+            if name == BACKUP_NAME and backing_dir == self.vol.backing:
+                self._problem("config-backup", path, None,
+                              "a 'cryptfs passwd' was interrupted: this backup still opens the "
+                              "vault with the old passphrase; delete it once the new one works")
                 continue
             if name.startswith(LONG_PREFIX) and name.endswith(LONG_SUFFIX):
                 if name[: -len(LONG_SUFFIX)] not in present:

@@ -34,7 +34,8 @@ class PassphraseSource:
             return _first_line_of_file(self.passfile)
         if self.extpass:
             return _first_line_of_command(self.extpass)
-        value = os.environ.get(self.env_var)
+        # Taken out of the environment once read, so no child process inherits it.
+        value = os.environ.pop(self.env_var, None)
         if value is not None:
             return _nonempty(os.fsencode(value), f"${self.env_var}")
         return _prompt(prompt, confirm)
