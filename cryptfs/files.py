@@ -27,6 +27,7 @@ class OpenFile:
         self.writable = writable
         self.lock = threading.Lock()
         self.refs = 1
+        self.paths: dict[str, int] = {}  # plaintext path -> open handles through it
         self._cipher: FileCipher | None = None
         header = os.pread(fd, HEADER_LEN, 0)
         if header:

@@ -59,6 +59,7 @@ class CryptFS(mfusepy.Operations):
     def __init__(self, volume: Volume, on_ready: Callable[[], None] | None = None) -> None:
         self.volume = volume
         self._on_ready = on_ready
+        volume.on_change = _invalidate_path
 
     def init_with_config(self, conn_info: Any, config_3: Any) -> None:
         if self._on_ready is not None:
@@ -211,6 +212,19 @@ class StrictFUSE(mfusepy.FUSE):
             times = (pair[0], pair[1])
         decoded = None if path is None else path.decode(self.encoding, self.errors)
         return self.operations.utimens(decoded, times)
+
+
+def _invalidate_path(path: str) -> None:
+    """Drop the kernel's cached pages and attributes of ``path`` (call from a handler)."""
+    try:
+        fuse_ptr = mfusepy._libfuse.fuse_get_context().contents.fuse
+        func = mfusepy._libfuse.fuse_invalidate_path
+    except (AttributeError, ValueError):
+        return
+    func.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    ret = func(fuse_ptr, os.fsencode(path))
+    if ret not in (0, -errno.ENOENT):
+        log.debug("fuse_invalidate_path(%s) = %d", path, ret)
 
 
 def _syncfs(path: str) -> None:

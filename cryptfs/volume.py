@@ -15,6 +15,7 @@ import os
 import stat
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from . import keys
@@ -29,6 +30,15 @@ log = logging.getLogger("cryptfs")
 
 Owner = Callable[[], "tuple[int, int] | None"]
 _OPEN_BASE = os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@dataclass
+class _Handle:
+    """One open() of a plaintext path."""
+
+    of: OpenFile
+    flags: int
+    path: str
 
 
 class Volume:
@@ -50,7 +60,8 @@ class Volume:
         self.mapper = PathMapper(self.backing, self.names)
         self._owner = owner
         self._files: dict[tuple[int, int], OpenFile] = {}
-        self._handles: dict[int, tuple[OpenFile, int]] = {}
+        self._handles: dict[int, _Handle] = {}
+        self.on_change: Callable[[str], None] | None = None
         self._table_lock = threading.Lock()
         self._next_fh = itertools.count(1)
         self._reported: set[tuple[str, str]] = set()
@@ -147,7 +158,7 @@ class Volume:
 
     def getattr(self, path: str | None, fh: int | None = None) -> dict[str, int]:
         if fh is not None and fh in self._handles:
-            of = self._handles[fh][0]
+            of = self._handles[fh].of
             return self._attrs(os.fstat(of.fd), of.label)
         if path is None:
             raise OSError(errno.EBADF, "no path and no handle")
@@ -365,27 +376,35 @@ class Volume:
         os.utime(bpath, ns=(atime, mtime), follow_symlinks=False)
 
     # -- open files ----------------------------------------------------------------------
-    def _register(self, fd: int, label: str, writable: bool, flags: int) -> int:
+    def _register(self, fd: int, label: str, writable: bool, flags: int, path: str) -> int:
         st = os.fstat(fd)
         key = (st.st_dev, st.st_ino)
         with self._table_lock:
             of = self._files.get(key)
-            if of is None or (writable and not of.writable):
-                if of is not None:
-                    # Upgrade: keep the read-write descriptor for everyone.
+            if of is None:
+                of = OpenFile(fd, self.content, label, writable)
+                self._files[key] = of
+            elif writable and not of.writable:
+                with of.lock:  # upgrade: keep the read-write descriptor for everyone
                     os.close(of.fd)
                     of.fd = fd
                     of.writable = True
-                    of.refs += 1
-                else:
-                    of = OpenFile(fd, self.content, label, writable)
-                    self._files[key] = of
+                of.refs += 1
             else:
                 os.close(fd)
                 of.refs += 1
+            of.paths[path] = of.paths.get(path, 0) + 1
             fh = next(self._next_fh)
-            self._handles[fh] = (of, flags)
+            self._handles[fh] = _Handle(of, flags, path)
         return fh
+
+    def _changed(self, handle: _Handle) -> None:
+        """After a write: other names of the same inode (hard links) hold stale kernel
+        caches, because libfuse gives each name its own kernel inode."""
+        if self.on_change is not None and len(handle.of.paths) > 1:
+            for other in list(handle.of.paths):
+                if other != handle.path:
+                    self.on_change(other)
 
     def _open_backing(self, bpath: str) -> tuple[int, bool]:
         if not self.read_only:
@@ -410,8 +429,8 @@ class Volume:
         if flags & (os.O_WRONLY | os.O_RDWR) and not writable:
             os.close(fd)
             raise OSError(errno.EACCES, "backing file is not writable", path)
-        fh = self._register(fd, ent.path, writable, flags)
-        of = self._handles[fh][0]
+        fh = self._register(fd, ent.path, writable, flags, path)
+        of = self._handles[fh].of
         try:
             if flags & os.O_TRUNC:
                 of.truncate(0)
@@ -451,16 +470,16 @@ class Volume:
             os.close(fd)
             os.unlink(ent.path)
             raise
-        return self._register(fd, ent.path, True, flags)
+        return self._register(fd, ent.path, True, flags, path)
 
-    def _handle(self, fh: int) -> tuple[OpenFile, int]:
+    def _handle(self, fh: int) -> _Handle:
         try:
             return self._handles[fh]
         except KeyError:
             raise OSError(errno.EBADF, "bad file handle") from None
 
     def read(self, fh: int, size: int, offset: int) -> bytes:
-        of = self._handle(fh)[0]
+        of = self._handle(fh).of
         try:
             return of.read(offset, size)
         except IntegrityError as exc:
@@ -468,39 +487,50 @@ class Volume:
             raise
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
-        of, flags = self._handle(fh)
-        if not flags & (os.O_WRONLY | os.O_RDWR):
+        handle = self._handle(fh)
+        if not handle.flags & (os.O_WRONLY | os.O_RDWR):
             raise OSError(errno.EBADF, "file not open for writing")
         try:
-            return of.write(offset, data, append=bool(flags & os.O_APPEND))
+            written = handle.of.write(offset, data, append=bool(handle.flags & os.O_APPEND))
         except IntegrityError as exc:
-            self.report_integrity(of.label, exc)
+            self.report_integrity(handle.of.label, exc)
             raise
+        self._changed(handle)
+        return written
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
         self._writable()
         if length < 0:
             raise OSError(errno.EINVAL, "negative length")
         if fh is not None and fh in self._handles:
-            self._handles[fh][0].truncate(length)
+            handle = self._handles[fh]
+            handle.of.truncate(length)
+            self._changed(handle)
             return
         if path is None:
             raise OSError(errno.EBADF, "no path and no handle")
         own = self.open(path, os.O_RDWR)
         try:
-            self._handles[own][0].truncate(length)
+            handle = self._handles[own]
+            handle.of.truncate(length)
+            self._changed(handle)
         finally:
             self.release(own)
 
     def fsync(self, fh: int, datasync: bool = False) -> None:
-        self._handle(fh)[0].fsync(datasync)
+        self._handle(fh).of.fsync(datasync)
 
     def release(self, fh: int) -> None:
         with self._table_lock:
-            entry = self._handles.pop(fh, None)
-            if entry is None:
+            handle = self._handles.pop(fh, None)
+            if handle is None:
                 return
-            of = entry[0]
+            of = handle.of
+            left = of.paths.get(handle.path, 1) - 1
+            if left:
+                of.paths[handle.path] = left
+            else:
+                of.paths.pop(handle.path, None)
             of.refs -= 1
             if of.refs == 0:
                 for key, value in list(self._files.items()):
@@ -520,7 +550,7 @@ class Volume:
     def read_file(self, path: str) -> bytes:
         fh = self.open(path, os.O_RDONLY)
         try:
-            of = self._handles[fh][0]
+            of = self._handles[fh].of
             return of.read(0, of.size())
         finally:
             self.release(fh)

@@ -155,6 +155,24 @@ def test_hard_links(work: Path) -> None:
     assert (work / "g").read_text() == "shared!"
 
 
+def test_hard_links_with_both_names_open(work: Path) -> None:
+    a, b = work / "a", work / "b"
+    a.write_bytes(b"0" * 10000)
+    os.link(a, b)
+    fa = os.open(a, os.O_RDWR)
+    fb = os.open(b, os.O_RDWR)
+    try:
+        assert os.pread(fb, 10, 0) == b"0" * 10  # b's pages are now cached
+        os.pwrite(fa, b"written via a", 0)
+        assert os.pread(fb, 13, 0) == b"written via a"
+        os.pwrite(fb, b"B", 20000)  # grows the file through b
+        assert os.fstat(fa).st_size == 20001
+        assert os.pread(fa, 1, 20000) == b"B"
+    finally:
+        os.close(fa)
+        os.close(fb)
+
+
 def test_symlinks(work: Path) -> None:
     (work / "target").write_text("t")
     os.symlink("target", work / "rel")
