@@ -20,7 +20,9 @@ from .errors import BadNameError, IntegrityError
 from .names import (
     DIRIV_LEN,
     DIRIV_NAME,
+    FUSE_HIDDEN_PREFIX,
     NameCipher,
+    hidden_entry_name,
     is_long_entry,
     is_reserved,
     long_entry_name,
@@ -136,7 +138,10 @@ class PathMapper:
             parent = self.entry(head or "/").path
             iv = self.dir_iv(parent)
             name = os.fsencode(tail)
-            backing_name, long_name = self.names.backing_name(iv, name)
+            if name.startswith(FUSE_HIDDEN_PREFIX):
+                backing_name, long_name = hidden_entry_name(name), None
+            else:
+                backing_name, long_name = self.names.backing_name(iv, name)
             ent = Entry(os.path.join(parent, backing_name), parent, name, iv, long_name)
         with self._lock:
             if len(self._entries) >= _CACHE_LIMIT:

@@ -11,6 +11,8 @@ import errno
 import functools
 import logging
 import os
+import queue
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -59,13 +61,16 @@ class CryptFS(mfusepy.Operations):
     def __init__(self, volume: Volume, on_ready: Callable[[], None] | None = None) -> None:
         self.volume = volume
         self._on_ready = on_ready
-        volume.on_change = _invalidate_path
+        self._invalidator = _Invalidator()
+        volume.on_change = self._invalidator.submit
 
     def init_with_config(self, conn_info: Any, config_3: Any) -> None:
+        self._invalidator.start()
         if self._on_ready is not None:
             self._on_ready()
 
     def destroy(self, path: str) -> None:
+        self._invalidator.stop()
         self.volume.close()
         _syncfs(self.volume.backing)
 
@@ -214,17 +219,45 @@ class StrictFUSE(mfusepy.FUSE):
         return self.operations.utimens(decoded, times)
 
 
-def _invalidate_path(path: str) -> None:
-    """Drop the kernel's cached pages and attributes of ``path`` (call from a handler)."""
-    try:
-        fuse_ptr = mfusepy._libfuse.fuse_get_context().contents.fuse
-        func = mfusepy._libfuse.fuse_invalidate_path
-    except (AttributeError, ValueError):
-        return
-    func.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    ret = func(fuse_ptr, os.fsencode(path))
-    if ret not in (0, -errno.ENOENT):
-        log.debug("fuse_invalidate_path(%s) = %d", path, ret)
+class _Invalidator:
+    """Drops the kernel's cached pages and attributes of paths, from its own thread.
+
+    Never from a request handler: the kernel keeps the pages of a write locked until the
+    write is answered, and invalidating a name of the same kernel inode from inside that
+    handler would wait for those pages forever.
+    """
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._fuse_ptr: int | None = None
+        self._func: Any = None
+
+    def start(self) -> None:
+        try:
+            self._fuse_ptr = mfusepy._libfuse.fuse_get_context().contents.fuse
+            self._func = mfusepy._libfuse.fuse_invalidate_path
+        except (AttributeError, ValueError):
+            return  # libfuse 2: no invalidation
+        self._func.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        self._thread = threading.Thread(target=self._run, name="invalidator", daemon=True)
+        self._thread.start()
+
+    def submit(self, path: str) -> None:
+        if self._thread is not None:
+            self._queue.put(path)
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(5)
+            self._thread = None
+
+    def _run(self) -> None:
+        while (path := self._queue.get()) is not None:
+            ret = self._func(self._fuse_ptr, os.fsencode(path))
+            if ret not in (0, -errno.ENOENT):
+                log.debug("fuse_invalidate_path(%s) = %d", path, ret)
 
 
 def _syncfs(path: str) -> None:

@@ -15,7 +15,14 @@ from .config import BACKUP_NAME, CONFIG_NAME
 from .content import HEADER_LEN
 from .errors import IntegrityError
 from .files import OpenFile
-from .names import DIRIV_NAME, LONG_PREFIX, LONG_SUFFIX, is_long_entry, long_entry_name
+from .names import (
+    DIRIV_NAME,
+    HIDDEN_PREFIX,
+    LONG_PREFIX,
+    LONG_SUFFIX,
+    is_long_entry,
+    long_entry_name,
+)
 from .volume import Volume
 
 READ_CHUNK = 1 << 20
@@ -131,7 +138,8 @@ class Checker:
                     self._problem("orphan-sidecar", path, None,
                                   "long-name sidecar without its entry", move=True)
                 continue
-            if name.startswith("cryptfs.") and name.endswith(".tmp"):
+            if (name.startswith("cryptfs.") and name.endswith(".tmp")) or name.startswith(
+                    HIDDEN_PREFIX):
                 self._problem("leftover-temp", path, None,
                               "temporary file or directory left by an interrupted operation",
                               move=True)

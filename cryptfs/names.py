@@ -20,6 +20,8 @@ DIRIV_NAME = "cryptfs.diriv"
 DIRIV_LEN = 16
 LONG_PREFIX = "cryptfs.L."
 LONG_SUFFIX = ".name"
+HIDDEN_PREFIX = "cryptfs.hidden."
+FUSE_HIDDEN_PREFIX = b".fuse_hidden"
 MAX_NAME_BYTES = 255
 MAX_SYMLINK_TARGET = 3000
 SYMLINK_PADDING = 32
@@ -134,6 +136,12 @@ class NameCipher:
         if not target or b"\0" in target:
             raise BadNameError("symlink target has invalid padding")
         return target
+
+
+def hidden_entry_name(name: bytes) -> str:
+    """Backing name for libfuse's ``.fuse_hidden*`` files (open files that were unlinked):
+    reserved, so never listed, never synced, and cleaned up by fsck after a crash."""
+    return HIDDEN_PREFIX + b64u_encode(hashlib.blake2b(name, digest_size=16).digest())
 
 
 def long_entry_name(encrypted: str) -> str:

@@ -62,6 +62,7 @@ class Volume:
         self._files: dict[tuple[int, int], OpenFile] = {}
         self._handles: dict[int, _Handle] = {}
         self.on_change: Callable[[str], None] | None = None
+        self._link_names: dict[tuple[int, int], set[str]] = {}
         self._table_lock = threading.Lock()
         self._next_fh = itertools.count(1)
         self._reported: set[tuple[str, str]] = set()
@@ -163,7 +164,10 @@ class Volume:
         if path is None:
             raise OSError(errno.EBADF, "no path and no handle")
         ent = self._entry(path)
-        return self._attrs(os.lstat(ent.path), ent.path)
+        st = os.lstat(ent.path)
+        if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
+            self._note_link_name(st, path)
+        return self._attrs(st, ent.path)
 
     def access(self, path: str, mode: int) -> None:
         os.lstat(self._entry(path).path)
@@ -267,9 +271,10 @@ class Volume:
         dst = self._new_entry(new)
         if src.path == self.backing or dst.path == self.backing:
             raise OSError(errno.EBUSY, "cannot rename the root")
-        src_is_dir = stat.S_ISDIR(os.lstat(src.path).st_mode)
-        if src.path == dst.path:
-            return
+        src_st = os.lstat(src.path)
+        src_is_dir = stat.S_ISDIR(src_st.st_mode)
+        if src.path == dst.path or _same_inode(src_st, dst.path):
+            return  # POSIX: renaming a file onto another link of itself does nothing
         # POSIX lets a directory replace an empty one; in the backing store the "empty"
         # target still holds its IV file, which must go first (and come back on failure).
         emptied_iv = self._empty_target_dir(dst) if src_is_dir and not flags else None
@@ -284,6 +289,8 @@ class Volume:
             raise
         if not flags & RENAME_EXCHANGE:
             self.mapper.remove_sidecar(src)
+        if src_st.st_nlink > 1 and not src_is_dir:
+            self._note_link_name(src_st, new)
         if src_is_dir or flags & RENAME_EXCHANGE:
             self.mapper.clear_caches()
 
@@ -312,6 +319,9 @@ class Volume:
             if created:
                 self.mapper.remove_sidecar(dst)
             raise
+        st = os.lstat(dst.path)
+        self._note_link_name(st, existing)
+        self._note_link_name(st, new)
 
     def symlink(self, path: str, target: str) -> None:
         ent = self._new_entry(path)
@@ -401,10 +411,23 @@ class Volume:
     def _changed(self, handle: _Handle) -> None:
         """After a write: other names of the same inode (hard links) hold stale kernel
         caches, because libfuse gives each name its own kernel inode."""
-        if self.on_change is not None and len(handle.of.paths) > 1:
-            for other in list(handle.of.paths):
-                if other != handle.path:
-                    self.on_change(other)
+        if self.on_change is None:
+            return
+        others = set(handle.of.paths)
+        if self._link_names:
+            st = os.fstat(handle.of.fd)
+            others |= self._link_names.get((st.st_dev, st.st_ino), set())
+        others.discard(handle.path)
+        for other in others:
+            self.on_change(other)
+
+    def _note_link_name(self, st: os.stat_result, path: str) -> None:
+        """Remember the names seen for multiply-linked files (for ``_changed``)."""
+        key = (st.st_dev, st.st_ino)
+        with self._table_lock:
+            if len(self._link_names) > 10000:
+                self._link_names.clear()
+            self._link_names.setdefault(key, set()).add(path)
 
     def _open_backing(self, bpath: str) -> tuple[int, bool]:
         if not self.read_only:
@@ -575,6 +598,14 @@ class Volume:
         yield top, dirs, files
         for d in dirs:
             yield from self.walk(top.rstrip("/") + "/" + d)
+
+
+def _same_inode(st: os.stat_result, path: str) -> bool:
+    try:
+        other = os.lstat(path)
+    except OSError:
+        return False
+    return (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino)
 
 
 def _remove_tree_quietly(path: str) -> None:
