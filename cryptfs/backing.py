@@ -16,6 +16,7 @@ import stat
 import threading
 from dataclasses import dataclass
 
+from . import conflicts
 from .errors import BadNameError, IntegrityError
 from .names import (
     DIRIV_LEN,
@@ -79,12 +80,15 @@ class PathMapper:
         self.names = names
         self._ivs: dict[str, bytes] = {}
         self._entries: dict[str, Entry] = {}
+        # (backing dir, display name) -> backing name of a sync tool's conflict copy
+        self._aliases: dict[tuple[str, bytes], str] = {}
         self._lock = threading.Lock()
 
     def clear_caches(self) -> None:
         with self._lock:
             self._ivs.clear()
             self._entries.clear()
+            self._aliases.clear()
 
     # -- directory IVs -----------------------------------------------------------------
     def dir_iv(self, backing_dir: str) -> bytes:
@@ -138,7 +142,10 @@ class PathMapper:
             parent = self.entry(head or "/").path
             iv = self.dir_iv(parent)
             name = os.fsencode(tail)
-            if name.startswith(FUSE_HIDDEN_PREFIX):
+            alias = self._alias(parent, name)
+            if alias is not None:
+                backing_name, long_name = alias, None
+            elif name.startswith(FUSE_HIDDEN_PREFIX):
                 backing_name, long_name = hidden_entry_name(name), None
             else:
                 backing_name, long_name = self.names.backing_name(iv, name)
@@ -148,6 +155,20 @@ class PathMapper:
                 self._entries.clear()
             self._entries[plain_path] = ent
         return ent
+
+    def _alias(self, parent: str, name: bytes) -> str | None:
+        """Backing name of a conflict copy shown as ``name`` (listing the dir if needed)."""
+        if conflicts.MARKER not in name:
+            return None
+        alias = self._aliases.get((parent, name))
+        if alias is None:
+            try:
+                for _ in self.list_dir(parent):
+                    pass
+            except OSError:
+                return None
+            alias = self._aliases.get((parent, name))
+        return alias
 
     def path(self, plain_path: str) -> str:
         return self.entry(plain_path).path
@@ -192,11 +213,18 @@ class PathMapper:
         return self.names.decrypt(iv, backing_name)
 
     def list_dir(self, backing_dir: str):
-        """Yield (plain name bytes, os.DirEntry) for every decodable entry; warn on others."""
+        """Yield (plain name bytes, os.DirEntry) for every decodable entry, conflict copies
+        under their display names; warn about (and skip) everything else."""
         iv = self.dir_iv(backing_dir)
+        copies = []
+        seen: set[bytes] = set()
         with os.scandir(backing_dir) as it:
             for dent in it:
                 name = dent.name
+                copy = conflicts.parse(name)
+                if copy is not None:
+                    copies.append((dent, copy))
+                    continue
                 if is_reserved(name) and not is_long_entry(name):
                     continue
                 try:
@@ -205,4 +233,24 @@ class PathMapper:
                     log.warning("skipping undecodable entry %s: %s",
                                 os.path.join(backing_dir, name), exc)
                     continue
+                seen.add(plain)
                 yield plain, dent
+        for dent, copy in copies:
+            try:
+                plain = self.decrypt_entry_name(backing_dir, iv, copy.base)
+            except IntegrityError as exc:
+                log.warning("skipping undecodable conflict copy %s: %s", dent.path, exc)
+                continue
+            try:
+                date = copy.date or conflicts.date_of(dent.stat(follow_symlinks=False).st_mtime)
+            except OSError:
+                continue
+            shown = conflicts.display_name(plain, date, copy.host or "sync")
+            n = 2
+            while shown in seen:
+                shown = conflicts.display_name(plain, date, f"{copy.host or 'sync'} {n}")
+                n += 1
+            seen.add(shown)
+            with self._lock:
+                self._aliases[(backing_dir, shown)] = dent.name
+            yield shown, dent
