@@ -67,7 +67,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     if os.path.isdir(args.backing) and os.listdir(args.backing):
         raise CryptfsError(f"{args.backing} is not empty; a vault needs an empty directory")
     passphrase = _source(args).get("New passphrase: ", confirm=True)
+    if args.remote:
+        from .sync import check_location
+
+        check_location(args.remote, "remote")
     _, master_key = Volume.initialize(args.backing, passphrase, block_size=args.block_size)
+    if args.remote:
+        from .settings import VaultSettings
+
+        settings = VaultSettings.load(args.backing)
+        settings.remote = args.remote
+        settings.save()
     recovery = keys.format_recovery_key(master_key)
     if args.quiet:
         print(recovery)
@@ -92,22 +102,64 @@ def cmd_mount(args: argparse.Namespace) -> int:
             from .fs import caller_identity
 
             return caller_identity()
+    sync_setup = _prepare_autosync(args)
     volume = _unlock(args, read_only=args.read_only, owner=owner)
     opts = m.fuse_options(args.backing, args.read_only, args.o or [])
+    setup = (lambda: sync_setup(volume)) if sync_setup else None
     if args.foreground:
-        m.mount_foreground(volume, args.mountpoint, opts, args.single_threaded)
+        m.mount_foreground(volume, args.mountpoint, opts, args.single_threaded, setup)
         return 0
     pid = m.mount_background(volume, args.mountpoint, opts, log_file=args.log,
-                             single_threaded=args.single_threaded)
+                             single_threaded=args.single_threaded, sync_setup=setup)
     if not args.quiet:
         print(f"Mounted {args.backing} on {args.mountpoint} (daemon pid {pid}).")
     return 0
 
 
+def _prepare_autosync(args: argparse.Namespace):
+    """Validate the remote before mounting; return a factory run inside the daemon."""
+    from .settings import VaultSettings
+
+    settings = VaultSettings.load(args.backing)
+    if args.remote:
+        from .sync import check_location
+
+        settings.remote = check_location(args.remote, "remote")
+        settings.save()
+    if args.no_sync or not settings.remote or args.read_only:
+        return None
+    from .sync import Syncer
+
+    Syncer(args.backing, settings, rclone_config=args.rclone_config)  # fail early
+
+    def setup(volume: Volume):
+        from .autosync import AutoSync
+
+        syncer = Syncer(args.backing, VaultSettings.load(args.backing),
+                        rclone_config=args.rclone_config, names=volume.names)
+        return AutoSync(syncer.bisync, syncer.settings, interval=args.sync_interval,
+                        poll_interval=args.poll_interval,
+                        busy=volume.has_dirty_handles,
+                        after_sync=volume.mapper.clear_caches)
+    return setup
+
+
 def cmd_unmount(args: argparse.Namespace) -> int:
     from . import mount as m
+    from .settings import VaultSettings
 
-    m.unmount(args.mountpoint, lazy=args.lazy)
+    started = time.time()
+    backing = m.unmount(args.mountpoint, lazy=args.lazy)
+    if backing and os.path.isdir(backing):
+        settings = VaultSettings.load(backing)
+        if settings.remote and settings.last_error_time and settings.last_error_time >= started:
+            shown = ", ".join(settings.pending[:10]) or "recent changes"
+            more = f" and {len(settings.pending) - 10} more" if len(settings.pending) > 10 else ""
+            print(f"cryptfs: unmounted, but could not upload to {settings.remote}: "
+                  f"{settings.last_error}\n  not uploaded yet: {shown}{more}\n"
+                  f"  They are safe in {backing} and go up with the next sync "
+                  f"('cryptfs sync {backing}').", file=sys.stderr)
+            return int(ExitCode.SYNC_FAILED)
     return 0
 
 
@@ -246,6 +298,188 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if report.ok else int(ExitCode.INTEGRITY)
 
 
+def _syncer(args: argparse.Namespace, names=None):
+    from .settings import VaultSettings
+    from .sync import Syncer
+
+    VaultConfig.load(args.backing)
+    return Syncer(args.backing, VaultSettings.load(args.backing), remote=args.remote,
+                  rclone_config=args.rclone_config, names=names)
+
+
+def _run_sync(args: argparse.Namespace, verb: str) -> int:
+    from .settings import VaultSettings
+
+    vol = _unlock(args, read_only=True)  # to name conflict copies (and check the key)
+    syncer = _syncer(args, vol.names)
+    tty = sys.stderr.isatty()
+
+    def progress(p) -> None:
+        if tty:
+            eta = f"ETA {p.eta:.0f}s" if isinstance(p.eta, (int, float)) else ""
+            sys.stderr.write(f"\r{verb}: {p.files_done}/{p.files_total} files, "
+                             f"{p.bytes_done / 2**20:.1f}/{p.bytes_total / 2**20:.1f} MiB, "
+                             f"{p.speed / 2**20:.1f} MiB/s {eta}    ")
+            sys.stderr.flush()
+
+    settings = VaultSettings.load(args.backing)
+    if args.remote and args.remote != settings.remote:
+        settings.remote = args.remote
+    started = time.time()
+    try:
+        result = syncer.bisync(progress)
+    except CryptfsError as exc:
+        settings.record_failure(str(exc))
+        settings.save()
+        raise
+    finally:
+        if tty:
+            sys.stderr.write("\n")
+    settings.record_success(started)
+    settings.save()
+    print(f"{verb}: ok remote={syncer.remote} transfers={result.transfers} "
+          f"bytes={result.bytes} seconds={result.seconds:.1f} "
+          f"conflicts={len(result.renamed_conflicts)}")
+    for name in result.renamed_conflicts:
+        print(f"conflict: this device's version kept as {name!r}")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    return _run_sync(args, "sync")
+
+
+def cmd_pull(args: argparse.Namespace) -> int:
+    return _run_sync(args, "pull")
+
+
+def cmd_remote(args: argparse.Namespace) -> int:
+    from .settings import VaultSettings
+    from .sync import check_location
+
+    VaultConfig.load(args.backing)
+    settings = VaultSettings.load(args.backing)
+    if args.action == "set":
+        if not args.remote:
+            raise CryptfsError("usage: cryptfs remote set BACKING REMOTE:PATH")
+        settings.remote = check_location(args.remote, "remote")
+        settings.upload_config = not args.no_upload_config
+        settings.save()
+        print(f"remote of {args.backing}: {settings.remote} (config file "
+              f"{'uploaded' if settings.upload_config else 'kept off the remote'})")
+    elif args.action == "unset":
+        settings.remote = None
+        settings.save()
+        print(f"{args.backing} has no remote now")
+    else:
+        print(settings.remote or "(no remote)")
+    return 0
+
+
+def cmd_clone(args: argparse.Namespace) -> int:
+    import shutil
+
+    from .settings import VaultSettings
+    from .sync import Syncer, check_location
+
+    check_location(args.remote, "remote")
+    if os.path.isdir(args.backing) and os.listdir(args.backing):
+        raise CryptfsError(f"{args.backing} is not empty; clone needs a new directory")
+    os.makedirs(args.backing, mode=0o700, exist_ok=True)
+    settings = VaultSettings.load(args.backing)
+    settings.remote = args.remote
+    settings.upload_config = args.config_file is None
+    shutil.rmtree(settings.workdir, ignore_errors=True)
+    syncer = Syncer(args.backing, settings, rclone_config=args.rclone_config)
+    syncer.clone_into_backing()
+    conf = Path(args.backing) / "cryptfs.conf"
+    if args.config_file:
+        shutil.copyfile(args.config_file, conf)
+        os.chmod(conf, 0o600)
+    if not conf.exists():
+        raise CryptfsError(f"{args.remote} holds no cryptfs.conf (kept off the remote?): "
+                           "give the config with --config-file FILE")
+    VaultConfig.load(args.backing)
+    started = time.time()
+    syncer.bisync()  # records the common state, so the next sync is incremental
+    settings.record_success(started)
+    settings.save()
+    print(f"Cloned {args.remote} into {args.backing}. Mount it with: "
+          f"cryptfs mount {args.backing} MOUNTPOINT")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .settings import VaultSettings
+
+    VaultConfig.load(args.backing)
+    s = VaultSettings.load(args.backing)
+
+    def when(t: float | None) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
+
+    changed = 0
+    if s.last_sync:
+        for root, _dirs, files in os.walk(args.backing):
+            for f in files:
+                try:
+                    if os.lstat(os.path.join(root, f)).st_mtime > s.last_sync:
+                        changed += 1
+                except OSError:
+                    pass
+    print(f"vault:           {os.path.abspath(args.backing)}")
+    print(f"remote:          {s.remote or '(none)'}")
+    print(f"config uploaded: {'yes' if s.upload_config else 'no'}")
+    print(f"last sync:       {when(s.last_sync)} ({s.syncs} successful syncs)")
+    pending = len(s.pending) or changed
+    print(f"pending:         {pending} changed file(s) not yet uploaded"
+          if s.last_sync or s.pending else "pending:         everything (never synced)")
+    if s.last_error:
+        print(f"last error:      {when(s.last_error_time)}: {s.last_error}")
+        print(f"failing since:   {when(s.failing_since)} (retried with backoff)")
+    else:
+        print("last error:      none")
+    return 0
+
+
+def cmd_audit_remote(args: argparse.Namespace) -> int:
+    import json
+    import shutil
+
+    from .fsck import Checker, Problem
+    from .sync import make_temp_dir
+
+    vol = _unlock(args, read_only=True)
+    syncer = _syncer(args, vol.names)
+    temp = make_temp_dir()
+    try:
+        syncer.download_to(temp)
+        remote_vol = Volume(temp, vol.master_key, vol.config, read_only=True)
+        report = Checker(remote_vol).run()
+        remote_conf = Path(temp) / "cryptfs.conf"
+        local_conf = Path(args.backing) / "cryptfs.conf"
+        if remote_conf.exists() and remote_conf.read_bytes() != local_conf.read_bytes():
+            report.problems.append(Problem(
+                "config", f"{syncer.remote}/cryptfs.conf", None,
+                "the remote config differs from the local one (an older passphrase?)"))
+        for p in report.problems:
+            p.backing_path = syncer.remote.rstrip("/") + "/" + os.path.relpath(p.backing_path,
+                                                                               temp)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+    else:
+        for p in report.problems:
+            print(f"{p.kind}: {p.plain_path or '(not a file of this vault)'}\n"
+                  f"    remote object: {p.backing_path}\n    {p.detail}")
+        verdict = "every object is valid ciphertext of this vault" if report.ok else \
+            f"{len(report.problems)} problem(s)"
+        print(f"audit-remote: {report.files} files, {report.dirs} dirs, "
+              f"{report.bytes_checked / 2**20:.1f} MiB authenticated: {verdict}")
+    return 0 if report.ok else int(ExitCode.INTEGRITY)
+
+
 # -- parser -----------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -266,6 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backing")
     p.add_argument("--quiet", action="store_true", help="print only the recovery key")
     p.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
+    p.add_argument("--remote", metavar="REMOTE:PATH", help="remember this rclone remote")
     _add_pass_args(p)
 
     p = add("mount", cmd_mount, "mount BACKING on MOUNTPOINT")
@@ -280,6 +515,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
     p.add_argument("--single-threaded", action="store_true", help="serve one request at a time")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
+    p.add_argument("--remote", metavar="REMOTE:PATH",
+                   help="keep this rclone remote in sync while mounted (remembered)")
+    p.add_argument("--sync-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="wait this long after the last change before syncing (default 5)")
+    p.add_argument("--poll-interval", type=float, default=60.0, metavar="SECONDS",
+                   help="fetch others' changes this often when idle (default 60)")
+    p.add_argument("--no-sync", action="store_true", help="do not sync while mounted")
+    p.add_argument("--rclone-config", metavar="FILE", help="rclone config file to use")
     _add_pass_args(p)
 
     p = add("unmount", cmd_unmount, "flush and unmount MOUNTPOINT")
@@ -309,6 +552,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--masterkey", metavar="HEX")
     _add_pass_args(p)
+
+    for name, func, text in (
+            ("sync", cmd_sync, "two-way sync with the remote now, with progress"),
+            ("pull", cmd_pull, "fetch others' changes from the remote now (two-way)"),
+            ("audit-remote", cmd_audit_remote, "download the remote and check that every "
+             "object is valid ciphertext of this vault")):
+        p = add(name, func, text)
+        p.add_argument("backing")
+        p.add_argument("--remote", metavar="REMOTE:PATH")
+        p.add_argument("--rclone-config", metavar="FILE")
+        p.add_argument("--masterkey", metavar="HEX")
+        if name == "audit-remote":
+            p.add_argument("--json", action="store_true")
+        _add_pass_args(p)
+
+    p = add("remote", cmd_remote, "set, show or unset the vault's remote (kept locally)")
+    p.add_argument("action", choices=["set", "show", "unset"])
+    p.add_argument("backing")
+    p.add_argument("remote", nargs="?")
+    p.add_argument("--no-upload-config", action="store_true",
+                   help="keep cryptfs.conf off the remote (you must keep a copy yourself)")
+
+    p = add("clone", cmd_clone, "restore a vault from REMOTE into a new BACKING directory")
+    p.add_argument("remote")
+    p.add_argument("backing")
+    p.add_argument("--config-file", metavar="FILE",
+                   help="the vault's cryptfs.conf, if it was kept off the remote")
+    p.add_argument("--rclone-config", metavar="FILE")
+
+    p = add("status", cmd_status, "remote, last sync, pending changes, last error")
+    p.add_argument("backing")
 
     p = add("fsck", cmd_fsck, "check every name, IV, sidecar, symlink and block (offline)")
     p.add_argument("backing")

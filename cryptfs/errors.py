@@ -23,6 +23,7 @@ class ExitCode(enum.IntEnum):
     MOUNT_FAILED = 13  # FUSE unavailable or the mount did not come up
     INTEGRITY = 14  # data failed authentication (tampered or corrupt)
     NOT_FOUND = 15  # plaintext path does not exist in the vault
+    SYNC_FAILED = 16  # the remote could not be reached or rclone failed (nothing lost)
 
 
 class CryptfsError(Exception):

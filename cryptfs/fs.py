@@ -58,18 +58,26 @@ class CryptFS(mfusepy.Operations):
 
     use_ns = True
 
-    def __init__(self, volume: Volume, on_ready: Callable[[], None] | None = None) -> None:
+    def __init__(self, volume: Volume, on_ready: Callable[[], None] | None = None,
+                 autosync: Any = None) -> None:
         self.volume = volume
         self._on_ready = on_ready
+        self._autosync = autosync
+        if autosync is not None:
+            volume.on_mutation = autosync.notify
         self._invalidator = _Invalidator()
         volume.on_change = self._invalidator.submit
 
     def init_with_config(self, conn_info: Any, config_3: Any) -> None:
         self._invalidator.start()
+        if self._autosync is not None:
+            self._autosync.start()
         if self._on_ready is not None:
             self._on_ready()
 
     def destroy(self, path: str) -> None:
+        if self._autosync is not None:
+            self._autosync.stop(final_sync=True)  # upload what is pending before exiting
         self._invalidator.stop()
         self.volume.close()
         _syncfs(self.volume.backing)
@@ -284,9 +292,10 @@ def caller_identity() -> tuple[int, int]:
 
 
 def serve(volume: Volume, mountpoint: str, options: dict[str, Any], *,
-          single_threaded: bool = False, on_ready: Callable[[], None] | None = None) -> None:
+          single_threaded: bool = False, on_ready: Callable[[], None] | None = None,
+          autosync: Any = None) -> None:
     """Mount and serve until unmounted. Blocks."""
-    ops = CryptFS(volume, on_ready)
+    ops = CryptFS(volume, on_ready, autosync)
     opts = dict(options)
     if fuse_major_version() == 2:
         opts["big_writes"] = True

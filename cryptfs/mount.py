@@ -46,13 +46,21 @@ def pidfile_for(mountpoint: str) -> Path:
 
 def mounted_fuse(mountpoint: str) -> str | None:
     """The fstype if ``mountpoint`` is a mount point in /proc/self/mountinfo."""
+    found = mount_entry(mountpoint)
+    return found[0] if found else None
+
+
+def mount_entry(mountpoint: str) -> tuple[str, str] | None:
+    """(fstype, source) of the mount at ``mountpoint``."""
     target = os.fsencode(os.path.realpath(mountpoint))
     try:
         with open("/proc/self/mountinfo", "rb") as fh:
             for line in fh:
                 fields = line.split()
                 if _unescape(fields[4]) == target:
-                    return os.fsdecode(fields[fields.index(b"-") + 1])
+                    sep = fields.index(b"-")
+                    return (os.fsdecode(fields[sep + 1]),
+                            os.fsdecode(_unescape(fields[sep + 2])))
     except (OSError, ValueError, IndexError):
         pass
     return None
@@ -120,7 +128,8 @@ def fuse_options(backing: str, read_only: bool, extra: list[str]) -> dict[str, A
 
 
 def _serve(volume: Volume, mountpoint: str, opts: dict[str, Any], single_threaded: bool,
-           on_ready: Callable[[], None] | None) -> None:
+           on_ready: Callable[[], None] | None, sync_setup: Callable[[], Any] | None = None
+           ) -> None:
     try:
         from . import fs
     except OSError as exc:
@@ -128,7 +137,9 @@ def _serve(volume: Volume, mountpoint: str, opts: dict[str, Any], single_threade
     pidfile = pidfile_for(mountpoint)
     pidfile.write_text(f"{os.getpid()}\n")
     try:
-        fs.serve(volume, mountpoint, opts, single_threaded=single_threaded, on_ready=on_ready)
+        autosync = sync_setup() if sync_setup else None
+        fs.serve(volume, mountpoint, opts, single_threaded=single_threaded, on_ready=on_ready,
+                 autosync=autosync)
     except RuntimeError as exc:
         raise MountError(f"FUSE mount of {mountpoint} failed ({exc}); see the log") from None
     finally:
@@ -139,14 +150,16 @@ def _serve(volume: Volume, mountpoint: str, opts: dict[str, Any], single_threade
 
 
 def mount_foreground(volume: Volume, mountpoint: str, opts: dict[str, Any],
-                     single_threaded: bool = False) -> None:
+                     single_threaded: bool = False,
+                     sync_setup: Callable[[], Any] | None = None) -> None:
     harden_process()
-    _serve(volume, mountpoint, opts, single_threaded, None)
+    _serve(volume, mountpoint, opts, single_threaded, None, sync_setup)
 
 
 def mount_background(volume: Volume, mountpoint: str, opts: dict[str, Any], *,
                      log_file: str | None, single_threaded: bool = False,
-                     timeout: float = READY_TIMEOUT) -> int:
+                     timeout: float = READY_TIMEOUT,
+                     sync_setup: Callable[[], Any] | None = None) -> int:
     """Fork a daemon that serves the mount; return its pid once the mount is live."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -161,7 +174,7 @@ def mount_background(volume: Volume, mountpoint: str, opts: dict[str, Any], *,
             def ready() -> None:
                 os.write(write_fd, b"OK\n")
 
-            _serve(volume, mountpoint, opts, single_threaded, ready)
+            _serve(volume, mountpoint, opts, single_threaded, ready, sync_setup)
             code = 0
         except BaseException as exc:  # report anything to the parent, then exit
             msg = str(exc) or exc.__class__.__name__
@@ -232,11 +245,13 @@ def _daemon_stdio(log_file: str | None) -> None:
     root.addHandler(handler)
 
 
-def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 60.0) -> None:
-    """Unmount and wait for the daemon (it flushes the backing store) to exit."""
-    fstype = mounted_fuse(mountpoint)
-    if fstype is None:
+def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 660.0) -> str | None:
+    """Unmount and wait for the daemon to flush (and upload what is pending) and exit.
+    Returns the backing directory if it was a cryptfs mount."""
+    found = mount_entry(mountpoint)
+    if found is None:
         raise MountpointError(f"{mountpoint} is not mounted")
+    fstype, source = found
     if not fstype.startswith("fuse"):
         raise MountpointError(f"{mountpoint} is not a FUSE mount ({fstype})")
     binary = fusermount_binary()
@@ -252,6 +267,7 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 60.0) -> No
                              f"them, or use 'cryptfs unmount --lazy {mountpoint}'")
         raise MountError(f"unmount of {mountpoint} failed: {reason}")
     _wait_daemon(mountpoint, timeout)
+    return source[len("cryptfs:"):] if source.startswith("cryptfs:") else None
 
 
 def _alive(pid: int) -> bool:

@@ -39,6 +39,7 @@ class _Handle:
     of: OpenFile
     flags: int
     path: str
+    dirty: bool = False  # written since open or the last fsync
 
 
 class Volume:
@@ -49,6 +50,7 @@ class Volume:
                  owner: Owner | None = None) -> None:
         self.backing = os.path.abspath(backing)
         self.config = config
+        self.master_key = master_key
         self.read_only = read_only
         self.content = ContentCipher(keys.derive_subkey(master_key, "content"),
                                      config.block_size, rng)
@@ -62,6 +64,7 @@ class Volume:
         self._files: dict[tuple[int, int], OpenFile] = {}
         self._handles: dict[int, _Handle] = {}
         self.on_change: Callable[[str], None] | None = None
+        self.on_mutation: Callable[[str], None] | None = None  # e.g. schedule a sync
         self._link_names: dict[tuple[int, int], set[str]] = {}
         self._table_lock = threading.Lock()
         self._next_fh = itertools.count(1)
@@ -128,6 +131,14 @@ class Volume:
         who = self._owner()
         if who and who != (0, 0):
             os.chown(backing_path, who[0], who[1], follow_symlinks=False)
+
+    def _mutated(self, path: str) -> None:
+        if self.on_mutation is not None:
+            self.on_mutation(path)
+
+    def has_dirty_handles(self) -> bool:
+        """True while a file written through the mount is still open and not fsynced."""
+        return any(h.dirty for h in list(self._handles.values()))
 
     def report_integrity(self, where: str, exc: Exception) -> None:
         """Log an authentication failure once per (file, problem)."""
@@ -226,6 +237,7 @@ class Volume:
         except BaseException:
             _remove_tree_quietly(tmp)
             raise
+        self._mutated(path)
 
     def rmdir(self, path: str) -> None:
         self._writable()
@@ -252,6 +264,7 @@ class Volume:
         finally:
             self.mapper.clear_caches()
         self.mapper.remove_sidecar(ent)
+        self._mutated(path)
 
     # -- names -----------------------------------------------------------------------
     def unlink(self, path: str) -> None:
@@ -261,6 +274,7 @@ class Volume:
             raise OSError(errno.EISDIR, "is a directory", path)
         os.unlink(ent.path)
         self.mapper.remove_sidecar(ent)
+        self._mutated(path)
 
     def rename(self, old: str, new: str, flags: int = 0) -> None:
         self._writable()
@@ -293,6 +307,11 @@ class Volume:
             self._note_link_name(src_st, new)
         if src_is_dir or flags & RENAME_EXCHANGE:
             self.mapper.clear_caches()
+        for handle in list(self._handles.values()):  # open files keep their current name
+            if handle.path == old or handle.path.startswith(old.rstrip("/") + "/"):
+                self._rename_handle(handle, new + handle.path[len(old):])
+        self._mutated(old)
+        self._mutated(new)
 
     def _empty_target_dir(self, dst: Entry) -> bytes | None:
         """If ``dst`` is an empty directory, remove its IV file and return the IV."""
@@ -322,6 +341,7 @@ class Volume:
         st = os.lstat(dst.path)
         self._note_link_name(st, existing)
         self._note_link_name(st, new)
+        self._mutated(new)
 
     def symlink(self, path: str, target: str) -> None:
         ent = self._new_entry(path)
@@ -334,6 +354,7 @@ class Volume:
                 self.mapper.remove_sidecar(ent)
             raise
         self._give_to_caller(ent.path)
+        self._mutated(path)
 
     def readlink(self, path: str) -> str:
         ent = self._entry(path)
@@ -358,6 +379,7 @@ class Volume:
                 self.mapper.remove_sidecar(ent)
             raise
         self._give_to_caller(ent.path)
+        self._mutated(path)
 
     # -- metadata ------------------------------------------------------------------------
     def chmod(self, path: str, mode: int) -> None:
@@ -366,15 +388,18 @@ class Volume:
         if stat.S_ISLNK(os.lstat(bpath).st_mode):
             raise OSError(errno.EOPNOTSUPP, "cannot chmod a symlink")
         os.chmod(bpath, mode & 0o7777)
+        self._mutated(path)
 
     def chown(self, path: str, uid: int, gid: int) -> None:
         self._writable()
         os.chown(self._entry(path).path, uid, gid, follow_symlinks=False)
+        self._mutated(path)
 
     def utimens(self, path: str, times: tuple[int | None, int | None] | None = None) -> None:
         """Set (atime_ns, mtime_ns); None means now, a None member means leave as is."""
         self._writable()
         bpath = self._entry(path).path
+        self._mutated(path)
         if times is None:
             os.utime(bpath, follow_symlinks=False)
             return
@@ -407,6 +432,17 @@ class Volume:
             fh = next(self._next_fh)
             self._handles[fh] = _Handle(of, flags, path)
         return fh
+
+    def _rename_handle(self, handle: _Handle, new_path: str) -> None:
+        with self._table_lock:
+            paths = handle.of.paths
+            left = paths.get(handle.path, 1) - 1
+            if left:
+                paths[handle.path] = left
+            else:
+                paths.pop(handle.path, None)
+            paths[new_path] = paths.get(new_path, 0) + 1
+            handle.path = new_path
 
     def _changed(self, handle: _Handle) -> None:
         """After a write: other names of the same inode (hard links) hold stale kernel
@@ -493,7 +529,9 @@ class Volume:
             os.close(fd)
             os.unlink(ent.path)
             raise
-        return self._register(fd, ent.path, True, flags, path)
+        fh = self._register(fd, ent.path, True, flags, path)
+        self._handles[fh].dirty = True  # a new file must reach the remote even if empty
+        return fh
 
     def _handle(self, fh: int) -> _Handle:
         try:
@@ -518,6 +556,7 @@ class Volume:
         except IntegrityError as exc:
             self.report_integrity(handle.of.label, exc)
             raise
+        handle.dirty = True
         self._changed(handle)
         return written
 
@@ -528,6 +567,7 @@ class Volume:
         if fh is not None and fh in self._handles:
             handle = self._handles[fh]
             handle.of.truncate(length)
+            handle.dirty = True
             self._changed(handle)
             return
         if path is None:
@@ -539,15 +579,22 @@ class Volume:
             self._changed(handle)
         finally:
             self.release(own)
+        self._mutated(path)
 
     def fsync(self, fh: int, datasync: bool = False) -> None:
-        self._handle(fh).of.fsync(datasync)
+        handle = self._handle(fh)
+        handle.of.fsync(datasync)
+        if handle.dirty:
+            handle.dirty = False
+            self._mutated(handle.path)
 
     def release(self, fh: int) -> None:
         with self._table_lock:
             handle = self._handles.pop(fh, None)
             if handle is None:
                 return
+            if handle.dirty or handle.flags & os.O_TRUNC:
+                self._mutated(handle.path)
             of = handle.of
             left = of.paths.get(handle.path, 1) - 1
             if left:

@@ -105,6 +105,17 @@ class Mount:
         return self.log.read_text(errors="replace")
 
 
+@pytest.fixture(autouse=True)
+def isolated_settings(tmp_path_factory, monkeypatch):
+    """Per-test local settings, bisync state and an empty rclone config."""
+    base = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(base / "run"))
+    (base / "rclone.conf").write_text("")
+    monkeypatch.setenv("RCLONE_CONFIG", str(base / "rclone.conf"))
+    return base
+
+
 @pytest.fixture
 def vault_dir(tmp_path: Path) -> Path:
     backing = tmp_path / "vault"

@@ -1,0 +1,125 @@
+"""Keeps the remote up to date while mounted: debounced, retried with backoff, and
+flushed at unmount. Runs in the mount daemon as one background thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from .errors import CryptfsError
+from .settings import VaultSettings
+
+log = logging.getLogger("cryptfs")
+
+MAX_BACKOFF = 60.0
+
+
+class AutoSync:
+    """Sync after changes settle; pull periodically; retry failures with backoff."""
+
+    def __init__(self, run_sync: Callable[[], object], settings: VaultSettings, *,
+                 interval: float = 5.0, poll_interval: float = 60.0,
+                 busy: Callable[[], bool] = lambda: False,
+                 after_sync: Callable[[], None] = lambda: None) -> None:
+        self._run_sync = run_sync
+        self.settings = settings
+        self.interval = interval
+        self.poll_interval = poll_interval
+        self._busy = busy
+        self._after_sync = after_sync
+        self._cond = threading.Condition()
+        self._pending: set[str] = set()
+        self._dirty = True  # first run pulls what others changed while we were away
+        self._first_change = self._last_change = time.monotonic() - interval
+        self._last_sync = 0.0
+        self._next_try = 0.0
+        self._backoff = interval
+        self._stopping = False
+        self._syncing = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="autosync", daemon=True)
+        self._thread.start()
+
+    def notify(self, path: str) -> None:
+        """A change that should reach the remote (a closed/fsynced file, a rename...)."""
+        with self._cond:
+            now = time.monotonic()
+            if not self._dirty:
+                self._first_change = now
+            self._dirty = True
+            self._last_change = now
+            if len(self._pending) < 1000:
+                self._pending.add(path)
+            self._cond.notify()
+
+    def _due(self, now: float) -> bool:
+        if now < self._next_try:
+            return False
+        if not self._dirty:
+            return now - self._last_sync >= self.poll_interval
+        settled = now - self._last_change >= self.interval
+        overdue = now - self._first_change >= 4 * self.interval
+        return (settled and not self._busy()) or overdue
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._stopping and not self._due(time.monotonic()):
+                    self._cond.wait(0.5)
+                if self._stopping:
+                    return
+            self.sync_now()
+
+    def sync_now(self) -> bool:
+        with self._cond:
+            if self._syncing:
+                return False
+            self._syncing = True
+            pending, self._pending = self._pending, set()
+            self._dirty = False
+        started = time.time()
+        try:
+            self._run_sync()
+        except (CryptfsError, OSError) as exc:
+            with self._cond:
+                self._pending |= pending
+                self._dirty = True
+                self._backoff = min(self._backoff * 2, MAX_BACKOFF)
+                self._next_try = time.monotonic() + self._backoff
+                self._syncing = False
+            message = str(exc)
+            log.warning("sync failed (retry in %.0f s): %s", self._backoff, message)
+            self._save(lambda s: s.record_failure(message, sorted(pending)))
+            return False
+        with self._cond:
+            self._backoff = self.interval
+            self._next_try = 0.0
+            self._last_sync = time.monotonic()
+            self._syncing = False
+        self._save(lambda s: s.record_success(started))
+        self._after_sync()
+        return True
+
+    def _save(self, update: Callable[[VaultSettings], None]) -> None:
+        fresh = VaultSettings.load(self.settings.backing)
+        update(fresh)
+        fresh.save()
+        self.settings = fresh
+
+    def stop(self, final_sync: bool = True) -> bool:
+        """Stop the thread; with ``final_sync``, upload what is pending first."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(600)
+        with self._cond:
+            dirty = self._dirty or bool(self._pending)
+            self._next_try = 0.0
+        if final_sync and dirty:
+            return self.sync_now()
+        return True
