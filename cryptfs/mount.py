@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import MountError, MountpointError
+from .sync import process_alive
 from .volume import Volume
 
 log = logging.getLogger("cryptfs")
@@ -270,16 +271,6 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 660.0) -> s
     return source[len("cryptfs:"):] if source.startswith("cryptfs:") else None
 
 
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs (a zombie waiting to be reaped counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as fh:
-            state = fh.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in (b"Z", b"X")
-
-
 def _wait_daemon(mountpoint: str, timeout: float) -> None:
     pidfile = pidfile_for(mountpoint)
     try:
@@ -288,7 +279,7 @@ def _wait_daemon(mountpoint: str, timeout: float) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not process_alive(pid):
             break
         time.sleep(0.05)
     else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -167,6 +168,8 @@ class Syncer:
                             "missing); refusing to sync because that would delete local "
                             "files. Check the remote, or remove "
                             f"{self.settings.workdir} to upload everything again")
+        if resync:
+            self._mkdir_remote()
         before = set(self._conflict_copies())
         result = self._run_bisync(resync, progress)
         renamed = self._name_new_conflicts(before)
@@ -178,17 +181,35 @@ class Syncer:
         result.seconds = time.monotonic() - started
         return result
 
+    def _mkdir_remote(self) -> None:
+        proc = subprocess.run([self.binary, "mkdir", self.remote, *extra_args()],
+                              capture_output=True, text=True, timeout=300, check=False)
+        if proc.returncode != 0:
+            raise SyncError(_last_error(proc.stderr) or f"cannot create {self.remote}")
+
+    def _clear_stale_locks(self, wd: Path) -> None:
+        """A killed bisync leaves its lock behind; the lock names its PID."""
+        for lock in wd.glob("*.lck"):
+            try:
+                pid = int(json.loads(lock.read_text()).get("PID", 0))
+            except (OSError, ValueError, AttributeError):
+                continue
+            if pid and not process_alive(pid):
+                log.info("removing stale bisync lock of pid %d", pid)
+                lock.unlink(missing_ok=True)
+
     def _run_bisync(self, resync: bool, progress: Callable[[Progress], None] | None
                     ) -> SyncResult:
         wd = self.settings.workdir
         wd.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._clear_stale_locks(wd)
         argv = [self.binary, "bisync", self.backing, self.remote,
                 "--workdir", str(wd), "--resilient", "--recover", "--force",
                 "--conflict-resolve", "path2", "--conflict-loser", "num",
                 "--conflict-suffix", conflicts.BISYNC_SUFFIX,
                 "--max-lock", "2m", "--transfers", "8", "--checkers", "16",
                 "--use-json-log", "--stats", "0.5s", "--stats-log-level", "NOTICE",
-                "-v", *self.filter_args(), *extra_args()]
+                "-v", "--links", *self.filter_args(), *extra_args()]
         if resync:
             argv += ["--resync", "--resync-mode", "newer"]
         log.debug("running %s", argv)
@@ -204,7 +225,8 @@ class Syncer:
         finally:
             self._proc = None
         if code != 0:
-            raise SyncError(errors[-1] if errors else f"rclone bisync exited with {code}")
+            useful = [e for e in errors if "aborted" not in e.lower()] or errors
+            raise SyncError(useful[0] if useful else f"rclone bisync exited with {code}")
         return result
 
     def stop(self) -> None:
@@ -234,7 +256,7 @@ class Syncer:
                                   int(stats.get("bytes", 0)), int(stats.get("totalBytes", 0)),
                                   float(stats.get("speed", 0.0)), stats.get("eta")))
         if entry.get("level") in ("error", "critical"):
-            errors.append(str(entry.get("msg", "")).strip())
+            errors.append(_ANSI.sub("", str(entry.get("msg", ""))).strip())
 
     # -- conflicts ---------------------------------------------------------------------
     def _conflict_copies(self) -> list[str]:
@@ -289,7 +311,7 @@ class Syncer:
 
         try:
             rclone.copy(self.remote, self.backing, show_progress=sys.stderr.isatty(),
-                        args=[*_quoted_filters(self.filter_args()), *extra_args()])
+                        args=["--links", *_quoted_filters(self.filter_args()), *extra_args()])
         except Exception as exc:  # rclone_python raises RcloneException(ChildProcessError)
             raise SyncError(f"download from {self.remote} failed: "
                             f"{getattr(exc, 'error_msg', '') or exc}") from None
@@ -299,7 +321,8 @@ class Syncer:
 
         check_location(target, "download directory")
         try:
-            rclone.copy(self.remote, target, show_progress=False, args=extra_args())
+            rclone.copy(self.remote, target, show_progress=False,
+                        args=["--links", *extra_args()])
         except Exception as exc:
             raise SyncError(f"download from {self.remote} failed: "
                             f"{getattr(exc, 'error_msg', '') or exc}") from None
@@ -314,6 +337,16 @@ class Syncer:
                             f"{getattr(exc, 'error_msg', '') or exc}") from None
 
 
+def process_alive(pid: int) -> bool:
+    """True while ``pid`` runs; a zombie waiting to be reaped counts as gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
 def _quoted_filters(args: list[str]) -> list[str]:
     """rclone-python joins args with spaces into a shell string: quote the patterns."""
     out = []
@@ -322,8 +355,11 @@ def _quoted_filters(args: list[str]) -> list[str]:
     return out
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _last_error(stderr: str) -> str:
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    lines = [_ANSI.sub("", line) for line in stderr.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cryptfs.mount import _alive
+from cryptfs.sync import process_alive
 from tests.conftest import HAVE_FUSE, PASSWORD, Mount, cryptfs_cmd, force_unmount, is_mounted
 
 pytestmark = pytest.mark.timeout(120)
@@ -158,7 +158,7 @@ def test_background_mount_and_unmount(vault_dir: Path, tmp_path: Path) -> None:
         proc = cryptfs_cmd("unmount", str(mnt), password=None)
         assert proc.returncode == 0, proc.stderr
         assert not is_mounted(mnt)
-        assert not _alive(pid)
+        assert not process_alive(pid)
     finally:
         force_unmount(mnt)
         try:
