@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
-# The cryptfs demo: make a vault under ./demo/, mount it, put files in, show the
-# plaintext view beside the encrypted backing directory, unmount. No prompts; safe to
-# run again (it starts from scratch and never leaves a mount behind).
+# The cryptfs demo: make a vault under ./demo/, mount it with a "cloud" remote (a local
+# folder ./demo/cloud used through rclone's local backend), put files in, show the
+# plaintext view beside the encrypted backing directory and what the cloud holds, unmount
+# (which uploads what is pending), restore the vault from the cloud with `cryptfs clone`
+# and read a file back. No prompts; safe to run again (it starts from scratch and never
+# leaves a mount behind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CRYPTFS="$PWD/.venv/bin/cryptfs"
 DEMO="$PWD/demo"
 VAULT="$DEMO/vault"
 MNT="$DEMO/mnt"
+CLOUD="$DEMO/cloud"
+RESTORED="$DEMO/restored"
 export CRYPTFS_PASSWORD="demo passphrase - not for real data"
+# Keep the demo's local settings and sync state inside ./demo too.
+export XDG_CONFIG_HOME="$DEMO/.config"
 
 cleanup() {
   if grep -qs " $MNT fuse" /proc/mounts; then
@@ -18,15 +25,15 @@ cleanup() {
 trap cleanup EXIT
 cleanup
 rm -rf "$DEMO"
-mkdir -p "$MNT"
+mkdir -p "$MNT" "$CLOUD"
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "cryptfs init $VAULT"
 "$CRYPTFS" init "$VAULT"
 
-step "cryptfs mount $VAULT $MNT"
-"$CRYPTFS" mount "$VAULT" "$MNT" --log "$DEMO/mount.log"
+step "cryptfs mount $VAULT $MNT --remote $CLOUD"
+"$CRYPTFS" mount "$VAULT" "$MNT" --remote "$CLOUD" --sync-interval 1 --log "$DEMO/mount.log"
 
 step "Copy example files into the mount (a normal folder for every program)"
 mkdir -p "$MNT/Documents/Taxes 2026" "$MNT/Photos"
@@ -48,8 +55,18 @@ echo "(grep for the plaintext 'PIN: 4711' in the backing directory: not found)"
 step "Where does Documents/Taxes 2026/bank.txt live on disk?"
 "$CRYPTFS" encrypt-name "$VAULT" "/Documents/Taxes 2026/bank.txt"
 
-step "cryptfs unmount $MNT"
+step "cryptfs unmount $MNT (uploads what is pending first)"
 "$CRYPTFS" unmount "$MNT"
+"$CRYPTFS" status "$VAULT"
+
+step "What the cloud holds ($CLOUD): only ciphertext"
+(cd "$CLOUD" && find . -type f -printf '%10s  %p\n' | sort -k2 | cut -c1-110)
+if grep -rqs "PIN: 4711" "$CLOUD"; then echo "PLAINTEXT FOUND IN THE CLOUD"; exit 1; fi
+"$CRYPTFS" audit-remote "$VAULT"
+
+step "A new machine: cryptfs clone $CLOUD $RESTORED, then read a file back"
+"$CRYPTFS" clone "$CLOUD" "$RESTORED"
+"$CRYPTFS" cat "$RESTORED" "Documents/Taxes 2026/bank.txt"
 
 step "Read it back offline, without FUSE: cryptfs ls / cat"
 "$CRYPTFS" ls -l -R "$VAULT"
