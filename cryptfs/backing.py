@@ -90,6 +90,11 @@ class PathMapper:
             self._entries.clear()
             self._aliases.clear()
 
+    def forget_dir(self, backing_dir: str) -> None:
+        """A directory went away: entries below it are re-derived on their next use."""
+        with self._lock:
+            self._ivs.pop(backing_dir, None)
+
     # -- directory IVs -----------------------------------------------------------------
     def dir_iv(self, backing_dir: str) -> bytes:
         iv = self._ivs.get(backing_dir)
@@ -131,7 +136,9 @@ class PathMapper:
     # -- entries -----------------------------------------------------------------------
     def entry(self, plain_path: str) -> Entry:
         cached = self._entries.get(plain_path)
-        if cached is not None:
+        # Valid while its parent's IV is cached unchanged (``forget_dir`` drops an IV).
+        if cached is not None and (not cached.parent_iv or
+                                   self._ivs.get(cached.parent) == cached.parent_iv):
             return cached
         if not plain_path.startswith("/"):
             return self.entry("/" + plain_path)
@@ -221,7 +228,8 @@ class PathMapper:
         with os.scandir(backing_dir) as it:
             for dent in it:
                 name = dent.name
-                copy = conflicts.parse(name)
+                # Our names never contain "." or " "; only such names can be copies.
+                copy = conflicts.parse(name) if ("." in name or " " in name) else None
                 if copy is not None:
                     copies.append((dent, copy))
                     continue

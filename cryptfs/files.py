@@ -13,7 +13,9 @@ import os
 import threading
 from collections.abc import Iterator
 
-from .content import HEADER_LEN, ContentCipher, FileCipher
+from nacl._sodium import ffi
+
+from .content import BLOCK_OVERHEAD, HEADER_LEN, ContentCipher, FileCipher
 from .errors import IntegrityError
 
 
@@ -55,7 +57,7 @@ class OpenFile:
         want = min(bs, plain_size - index * bs)
         if want < 0:
             return b""
-        stored = os.pread(self.fd, want + 40, self.content.block_offset(index))
+        stored = os.pread(self.fd, want + BLOCK_OVERHEAD, self.content.block_offset(index))
         plain = cipher.decrypt_block(index, stored)
         if len(plain) != want:
             raise IntegrityError(f"block {index} has the wrong length")
@@ -79,17 +81,20 @@ class OpenFile:
             start = self.content.block_offset(first)
             stop = min(self.content.block_offset(last + 1), self._backing_size())
             raw = os.pread(self.fd, stop - start, start)
-            parts = []
+            raw_c = ffi.from_buffer(raw)
+            out = bytearray(min(plain_size, (last + 1) * bs) - first * bs)
+            out_c = ffi.from_buffer("unsigned char[]", out)
+            pos = 0
             for i in range(first, last + 1):
                 rel = (i - first) * sb
-                plain = cipher.decrypt_block(i, raw[rel:rel + sb])
                 expect = min(bs, plain_size - i * bs)
-                if len(plain) != expect:
+                length = min(sb, len(raw) - rel)
+                if length != expect + BLOCK_OVERHEAD:
                     raise IntegrityError(f"block {i} has the wrong length")
-                parts.append(plain)
-            data = b"".join(parts) if len(parts) > 1 else parts[0]
+                cipher.decrypt_into(out, out_c, pos, i, raw, raw_c, rel, length)
+                pos += expect
             lo = offset - first * bs
-            return data[lo:lo + (end - offset)]
+            return bytes(memoryview(out)[lo:lo + (end - offset)])
 
     # -- writing -------------------------------------------------------------------------
     def write(self, offset: int, data: bytes, append: bool = False) -> int:
@@ -135,26 +140,27 @@ class OpenFile:
             indices.add(new // bs)
         last = new // bs
         todo = sorted(i for i in indices if i <= last)
-        runs: list[tuple[int, list[bytes]]] = []
+        view = memoryview(data)
+        runs: list[tuple[int, list]] = []  # (first index, plaintexts of consecutive blocks)
         for i in todo:
             lo = i * bs
             length = min(bs, new - lo)
             if data and offset <= lo and lo + length <= end:
-                plain = data[lo - offset:lo - offset + length]
+                plain = view[lo - offset:lo - offset + length]
             else:
                 keep = self._read_block(cipher, i, old) if length and lo < old else b""
                 buf = bytearray(keep[:length])
                 buf.extend(bytes(length - len(buf)))
                 if data and offset < lo + length and end > lo:
                     a, b = max(offset, lo), min(end, lo + length)
-                    buf[a - lo:b - lo] = data[a - offset:b - offset]
-                plain = bytes(buf)
-            stored = cipher.encrypt_block(i, plain)
+                    buf[a - lo:b - lo] = view[a - offset:b - offset]
+                plain = buf
             if runs and runs[-1][0] + len(runs[-1][1]) == i:
-                runs[-1][1].append(stored)
+                runs[-1][1].append(plain)
             else:
-                runs.append((i, [stored]))
-        blobs = [(self.content.block_offset(first), b"".join(blocks)) for first, blocks in runs]
+                runs.append((i, [plain]))
+        blobs = [(self.content.block_offset(first), self._encrypt_run(cipher, first, plains))
+                 for first, plains in runs]
         if new > old:
             # Reserve the space first: a full disk then fails the write before any block
             # is touched, instead of leaving a half-written block behind (ENOSPC).
@@ -167,6 +173,16 @@ class OpenFile:
             _pwrite_all(self.fd, blob, offset)
         if new < old:
             os.ftruncate(self.fd, self.content.backing_size(new))
+
+    @staticmethod
+    def _encrypt_run(cipher: FileCipher, first: int, plains: list) -> bytearray:
+        """Consecutive blocks encrypted into one buffer, for one pwrite."""
+        out = bytearray(sum(len(p) for p in plains) + BLOCK_OVERHEAD * len(plains))
+        out_c = ffi.from_buffer("unsigned char[]", out)
+        pos = 0
+        for k, plain in enumerate(plains):
+            pos = cipher.encrypt_into(out, out_c, pos, first + k, plain)
+        return out
 
     def check_blocks(self) -> Iterator[tuple[int, int, str | None]]:
         """(index, plaintext bytes, problem or None) for every block; for fsck."""

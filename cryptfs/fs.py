@@ -59,8 +59,9 @@ class CryptFS(mfusepy.Operations):
     use_ns = True
 
     def __init__(self, volume: Volume, on_ready: Callable[[], None] | None = None,
-                 autosync: Any = None) -> None:
+                 autosync: Any = None, mountpoint: str | None = None) -> None:
         self.volume = volume
+        self._mountpoint = mountpoint
         self._on_ready = on_ready
         self._autosync = autosync
         if autosync is not None:
@@ -72,6 +73,9 @@ class CryptFS(mfusepy.Operations):
         self._invalidator.start()
         if self._autosync is not None:
             self._autosync.start()
+        if self._mountpoint is not None:
+            threading.Thread(target=_raise_readahead, args=(self._mountpoint,),
+                             daemon=True).start()
         if self._on_ready is not None:
             self._on_ready()
 
@@ -211,6 +215,12 @@ class StrictFUSE(mfusepy.FUSE):
             old.decode(self.encoding, self.errors), new.decode(self.encoding, self.errors), flags
         )
 
+    def create(self, path: bytes, mode: int, fip: Any) -> int:
+        # mfusepy inspects the signature of our create() on every call; we know it.
+        fi = fip.contents
+        fi.fh = self.operations.create(path.decode(self.encoding, self.errors), mode, fi.flags)
+        return 0
+
     def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
         times = None
         if buf:
@@ -268,6 +278,31 @@ class _Invalidator:
                 log.debug("fuse_invalidate_path(%s) = %d", path, ret)
 
 
+def _tune_malloc() -> None:
+    """Keep 128 KiB-1 MiB buffers on the heap: glibc's default mmaps and unmaps each one,
+    and the page faults cost more than the crypto (measured: 0.35 vs 1.1 GB/s)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, 8 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 64 << 20)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
+def _raise_readahead(mountpoint: str, kib: int = 1024) -> None:
+    """Ask for 1 MiB read requests instead of the 128 KiB default readahead (root only;
+    measured: cold sequential reads about 1.7x faster). Runs after init: a stat of the
+    mount point inside init would wait for init itself."""
+    time.sleep(0.2)
+    try:
+        dev = os.stat(mountpoint).st_dev
+        path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        with open(path, "w") as fh:
+            fh.write(str(kib))
+    except OSError as exc:
+        log.debug("could not raise readahead: %s", exc)
+
+
 def _syncfs(path: str) -> None:
     """Flush the backing filesystem at unmount (syncfs(2), best effort)."""
     try:
@@ -295,7 +330,8 @@ def serve(volume: Volume, mountpoint: str, options: dict[str, Any], *,
           single_threaded: bool = False, on_ready: Callable[[], None] | None = None,
           autosync: Any = None) -> None:
     """Mount and serve until unmounted. Blocks."""
-    ops = CryptFS(volume, on_ready, autosync)
+    _tune_malloc()
+    ops = CryptFS(volume, on_ready, autosync, os.path.abspath(mountpoint))
     opts = dict(options)
     if fuse_major_version() == 2:
         opts["big_writes"] = True

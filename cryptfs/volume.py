@@ -262,7 +262,7 @@ class Volume:
             self.mapper.write_dir_iv(ent.path, iv)
             raise
         finally:
-            self.mapper.clear_caches()
+            self.mapper.forget_dir(ent.path)
         self.mapper.remove_sidecar(ent)
         self._mutated(path)
 
@@ -270,9 +270,7 @@ class Volume:
     def unlink(self, path: str) -> None:
         self._writable()
         ent = self._entry(path)
-        if stat.S_ISDIR(os.lstat(ent.path).st_mode):
-            raise OSError(errno.EISDIR, "is a directory", path)
-        os.unlink(ent.path)
+        os.unlink(ent.path)  # EISDIR for a directory, from the kernel
         self.mapper.remove_sidecar(ent)
         self._mutated(path)
 
