@@ -93,10 +93,17 @@ def prepare_environment(rclone_config: str | None = None) -> str:
     return binary
 
 
+# Fail fast on an unreachable remote: cryptfs retries whole syncs with its own backoff,
+# and rclone's defaults (10 low-level retries with growing pauses) would hold one failing
+# sync for minutes.
+FAIL_FAST = ["--low-level-retries", "2", "--retries", "1", "--contimeout", "10s",
+             "--timeout", "60s"]
+
+
 def extra_args() -> list[str]:
     """User flags for every rclone call (e.g. --bwlimit), from CRYPTFS_RCLONE_ARGS."""
     raw = os.environ.get("CRYPTFS_RCLONE_ARGS", "")
-    return [check_location(a, "CRYPTFS_RCLONE_ARGS item") for a in raw.split()]
+    return [*FAIL_FAST, *(check_location(a, "CRYPTFS_RCLONE_ARGS item") for a in raw.split())]
 
 
 @dataclass
@@ -147,8 +154,28 @@ class Syncer:
 
     # -- bisync ------------------------------------------------------------------------
     def _listings_exist(self) -> bool:
+        """True if bisync has (or we can restore) the listings of the last common state.
+
+        bisync drops its listings after some failures (a remote dying mid-transfer) and
+        then wants --resync, which merges both sides without deletions: files deleted
+        meanwhile would come back. We keep our own copy of the last good listings and
+        put it back, so deletions made during an outage still propagate."""
         wd = self.settings.workdir
-        return wd.is_dir() and any(p.suffix == ".lst" for p in wd.iterdir())
+        if not wd.is_dir():
+            return False
+        current = {p.name for p in wd.iterdir()}
+        good = [p for p in wd.iterdir() if p.name.endswith(".lst.good")]
+        if len(good) == 2 and not all(g.name[:-5] in current for g in good):
+            for g in good:
+                shutil.copyfile(g, wd / g.name[:-5])
+                log.warning("restored bisync state of the last successful sync")
+            current = {p.name for p in wd.iterdir()}
+        return sum(1 for name in current if name.endswith(".lst")) >= 2
+
+    def _save_good_listings(self) -> None:
+        wd = self.settings.workdir
+        for lst in wd.glob("*.lst"):
+            shutil.copyfile(lst, wd / (lst.name + ".good"))
 
     def _remote_looks_like_this_vault(self) -> bool:
         """False if the remote lost its root IV file: an emptied or wrong remote would
@@ -179,6 +206,7 @@ class Syncer:
             result.bytes += more.bytes
         result.renamed_conflicts = renamed
         result.seconds = time.monotonic() - started
+        self._save_good_listings()
         return result
 
     def _mkdir_remote(self) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from cryptfs.settings import VaultSettings
 from cryptfs.sync import rclone_binary
 from cryptfs.volume import Volume
 from tests.conftest import HAVE_FUSE, PASSWORD, Mount, cryptfs_cmd
@@ -56,6 +57,21 @@ class Server:
         obscured = subprocess.run([RCLONE, "obscure", "p"], capture_output=True, text=True,
                                   check=True).stdout.strip()
         return f":sftp,host=127.0.0.1,port={self.port},user=u,pass={obscured}:vault"
+
+
+@pytest.fixture
+def servers():
+    """Start rclone servers through this; every one is stopped at teardown."""
+    started: list[Server] = []
+
+    def start(kind: str, root: Path) -> Server:
+        server = Server(kind, root).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 @pytest.fixture(params=["local", "webdav", "sftp"])
@@ -297,23 +313,30 @@ def test_kill_9_during_sync_then_next_sync_completes(tmp_path: Path) -> None:
 
 
 @needs_fuse
-def test_mounted_autosync_outage_and_unmount_flush(tmp_path: Path) -> None:
+def test_mounted_autosync_outage_and_unmount_flush(tmp_path: Path, servers) -> None:
     store = tmp_path / "cloud"
     store.mkdir()
-    server = Server("webdav", store).start()
+    server = servers("webdav", store)
     vault, mnt = tmp_path / "vault", tmp_path / "mnt"
     mnt.mkdir()
     cryptfs_cmd("init", "--quiet", str(vault), check=True)
     m = Mount(vault, mnt, ("--remote", server.remote, "--sync-interval", "0.5")).start()
     try:
+        written = time.time()
         (mnt / "first.txt").write_text("1")
-        assert wait_for(lambda: len(tree(store)) >= 3), "first change never reached remote"
+        # a sync that started after the write has completed (not merely uploaded a file)
+        assert wait_for(lambda: (VaultSettings.load(str(vault)).last_sync or 0) > written)
+        assert len(tree(store)) >= 3, "first change never reached remote"
         server.stop()  # outage
+        status = lambda: cryptfs_cmd("status", str(vault)).stdout.decode()  # noqa: E731
+        (mnt / "probe.txt").write_text("p")  # a change, so that a sync is attempted
+        assert wait_for(lambda: "last error:      none" not in status(), 30)
+        # changes made while the remote is down (not racing a running upload, which
+        # bisync would answer with a full merge: see README, "interrupted syncs")
         (mnt / "second.txt").write_text("2")
         (mnt / "first.txt").unlink()
-        status = lambda: cryptfs_cmd("status", str(vault)).stdout.decode()  # noqa: E731
-        assert wait_for(lambda: "last error:      none" not in status(), 30)
         assert (mnt / "second.txt").read_text() == "2"  # the mount keeps working
+        time.sleep(2)  # at least one more failed attempt
         server.start()  # same port
         assert wait_for(lambda: "last error:      none" in status(), 90), status()
         vol = Volume.unlock(str(vault), passphrase=PASSWORD.encode(), read_only=True)
@@ -326,14 +349,13 @@ def test_mounted_autosync_outage_and_unmount_flush(tmp_path: Path) -> None:
     vol = Volume.unlock(str(vault), passphrase=PASSWORD.encode(), read_only=True)
     third = os.path.basename(vol.mapper.path("/third.txt"))
     assert (store / "vault" / third).exists(), "unmount did not upload the pending change"
-    server.stop()
 
 
 @needs_fuse
-def test_unmount_reports_what_could_not_be_uploaded(tmp_path: Path) -> None:
+def test_unmount_reports_what_could_not_be_uploaded(tmp_path: Path, servers) -> None:
     store = tmp_path / "cloud"
     store.mkdir()
-    server = Server("webdav", store).start()
+    server = servers("webdav", store)
     vault, mnt = tmp_path / "vault", tmp_path / "mnt"
     mnt.mkdir()
     cryptfs_cmd("init", "--quiet", str(vault), check=True)
