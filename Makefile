@@ -37,7 +37,10 @@ lint: install
 	$(BIN)/ruff check cryptfs tests bench
 
 bench: install
-	$(BIN)/python bench/blocksize.py
+	@command -v gocryptfs >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gocryptfs; }
+	$(BIN)/python bench/blocksize.py --quick
+	$(BIN)/python bench/syncbench.py
+	$(BIN)/python bench/fsbench.py --reps 3 --where tmpfs,disk
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache .hypothesis
