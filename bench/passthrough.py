@@ -85,5 +85,8 @@ class Passthrough(mfusepy.Operations):
 
 
 if __name__ == "__main__":
+    # hard_remove: unlink really unlinks (this passthrough serves open files by fd), so
+    # rm -rf never trips over libfuse's .fuse_hidden files.
     mfusepy.FUSE(Passthrough(sys.argv[1]), sys.argv[2], foreground=True,
-                 default_permissions=True, use_ino=True, fsname="passthrough")
+                 default_permissions=True, use_ino=True, hard_remove=True,
+                 fsname="passthrough")

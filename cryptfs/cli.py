@@ -445,13 +445,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_audit_remote(args: argparse.Namespace) -> int:
     import json
     import shutil
+    import tempfile
 
     from .fsck import Checker, Problem
-    from .sync import make_temp_dir
 
     vol = _unlock(args, read_only=True)
     syncer = _syncer(args, vol.names)
-    temp = make_temp_dir()
+    temp = tempfile.mkdtemp(prefix="cryptfs-audit-")
     try:
         syncer.download_to(temp)
         remote_vol = Volume(temp, vol.master_key, vol.config, read_only=True)

@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -390,6 +389,3 @@ def _last_error(stderr: str) -> str:
     lines = [_ANSI.sub("", line) for line in stderr.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
 
-
-def make_temp_dir() -> str:
-    return tempfile.mkdtemp(prefix="cryptfs-audit-")

@@ -14,17 +14,18 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from . import keys
 from .backing import RENAME_EXCHANGE, RENAME_NOREPLACE, Entry, PathMapper, rename2
-from .config import CONFIG_NAME, VaultConfig
+from .config import VaultConfig
 from .content import ContentCipher
 from .errors import ConfigError, IntegrityError
 from .files import OpenFile
-from .names import DIRIV_NAME, NameCipher, check_plain_name, is_reserved
+from .names import DIRIV_NAME, HIDDEN_PREFIX, NameCipher, check_plain_name
 
 log = logging.getLogger("cryptfs")
 
@@ -239,6 +240,10 @@ class Volume:
             raise
         self._mutated(path)
 
+    @staticmethod
+    def _leftovers(backing_dir: str) -> list[str]:
+        return [n for n in os.listdir(backing_dir) if n != DIRIV_NAME]
+
     def rmdir(self, path: str) -> None:
         self._writable()
         ent = self._entry(path)
@@ -247,7 +252,14 @@ class Volume:
         st = os.lstat(ent.path)
         if not stat.S_ISDIR(st.st_mode):
             raise OSError(errno.ENOTDIR, "not a directory", path)
-        leftovers = [n for n in os.listdir(ent.path) if n != DIRIV_NAME]
+        leftovers = self._leftovers(ent.path)
+        if leftovers and all(n.startswith(HIDDEN_PREFIX) for n in leftovers):
+            # Files unlinked while open wait here for their release, which the kernel
+            # sends asynchronously (rm -rf right after reading): give it a moment.
+            deadline = time.monotonic() + 1.0
+            while leftovers and time.monotonic() < deadline:
+                time.sleep(0.01)
+                leftovers = self._leftovers(ent.path)
         if leftovers:
             raise OSError(errno.ENOTEMPTY, "directory not empty", path)
         ivfile = os.path.join(ent.path, DIRIV_NAME)
@@ -661,7 +673,3 @@ def _remove_tree_quietly(path: str) -> None:
     except OSError:
         pass
 
-
-def is_vault_file(name: str) -> bool:
-    """True for backing names that belong to cryptfs itself at the vault root."""
-    return name == CONFIG_NAME or is_reserved(name)
