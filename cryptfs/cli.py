@@ -251,8 +251,9 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 def cmd_encrypt_name(args: argparse.Namespace) -> int:
     vol = _unlock(args, read_only=True)
-    backing_path = vol.mapper.path(_plain(args.plain_path))
-    print(os.path.relpath(backing_path, vol.backing))
+    rel = os.path.relpath(vol.mapper.path(_plain(args.plain_path)), vol.backing)
+    # Encrypted names may start with "-": print them so they can be pasted as arguments.
+    print("./" + rel if rel.startswith("-") else rel)
     return 0
 
 
@@ -598,7 +599,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--masterkey", metavar="HEX")
     _add_pass_args(p)
 
-    p = add("decrypt-name", cmd_decrypt_name, "plaintext path of a backing path")
+    p = add("decrypt-name", cmd_decrypt_name, "plaintext path of a backing path (write "
+            "'./NAME' or put '--' before a name that starts with '-')")
     p.add_argument("backing")
     p.add_argument("backing_path")
     p.add_argument("--masterkey", metavar="HEX")

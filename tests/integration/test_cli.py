@@ -102,6 +102,10 @@ def test_offline_ls_cat_and_names(vault_dir: Path) -> None:
     assert (vault_dir / enc).is_file()
     dec = cryptfs_cmd("decrypt-name", str(vault_dir), enc, check=True).stdout.decode().strip()
     assert dec == "/Docs/a file.txt"
+    bare = enc.removeprefix("./")  # names can start with "-": "--" works as usual
+    dec = cryptfs_cmd("decrypt-name", str(vault_dir), "--", bare,
+                      check=True).stdout.decode().strip()
+    assert dec == "/Docs/a file.txt"
     dec = cryptfs_cmd("decrypt-name", str(vault_dir), str(vault_dir / enc),
                       check=True).stdout.decode().strip()
     assert dec == "/Docs/a file.txt"
