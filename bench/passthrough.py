@@ -28,7 +28,13 @@ class Passthrough(mfusepy.Operations):
             "st_atime": st.st_atime_ns, "st_mtime": st.st_mtime_ns, "st_ctime": st.st_ctime_ns}
 
     def readdir(self, path, fh):
-        return [".", "..", *os.listdir(self._p(path))]
+        # With use_ino, a bare name gets inode 0, which readdir(3) treats as deleted.
+        out = [".", ".."]
+        with os.scandir(self._p(path)) as it:
+            for d in it:
+                mode = d.stat(follow_symlinks=False).st_mode
+                out.append((d.name, {"st_mode": mode, "st_ino": d.inode()}, 0))
+        return out
 
     def open(self, path, flags):
         return os.open(self._p(path), flags)
