@@ -8,6 +8,7 @@ most tests use it directly.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -323,6 +324,17 @@ class Volume:
         self._mutated(old)
         self._mutated(new)
 
+    @contextlib.contextmanager
+    def _named(self, ent: Entry) -> Iterator[None]:
+        """Write a new entry's long-name sidecar; take it back if making the entry fails."""
+        created = self.mapper.write_sidecar(ent)
+        try:
+            yield
+        except BaseException:
+            if created:
+                self.mapper.remove_sidecar(ent)
+            raise
+
     def _empty_target_dir(self, dst: Entry) -> bytes | None:
         """If ``dst`` is an empty directory, remove its IV file and return the IV."""
         try:
@@ -341,13 +353,8 @@ class Volume:
         dst = self._new_entry(new)
         if stat.S_ISDIR(os.lstat(src.path).st_mode):
             raise OSError(errno.EPERM, "hard link to a directory")
-        created = self.mapper.write_sidecar(dst)
-        try:
+        with self._named(dst):
             os.link(src.path, dst.path, follow_symlinks=False)
-        except OSError:
-            if created:
-                self.mapper.remove_sidecar(dst)
-            raise
         st = os.lstat(dst.path)
         self._note_link_name(st, existing)
         self._note_link_name(st, new)
@@ -356,13 +363,8 @@ class Volume:
     def symlink(self, path: str, target: str) -> None:
         ent = self._new_entry(path)
         encrypted = self.names.encrypt_symlink(os.fsencode(target))
-        created = self.mapper.write_sidecar(ent)
-        try:
+        with self._named(ent):
             os.symlink(encrypted, ent.path)
-        except OSError:
-            if created:
-                self.mapper.remove_sidecar(ent)
-            raise
         self._give_to_caller(ent.path)
         self._mutated(path)
 
@@ -381,13 +383,8 @@ class Volume:
             self.release(self.create(path, mode & 0o7777, os.O_WRONLY | os.O_EXCL))
             return
         ent = self._new_entry(path)
-        created = self.mapper.write_sidecar(ent)
-        try:
+        with self._named(ent):
             os.mknod(ent.path, mode, dev)
-        except OSError:
-            if created:
-                self.mapper.remove_sidecar(ent)
-            raise
         self._give_to_caller(ent.path)
         self._mutated(path)
 
