@@ -34,9 +34,12 @@ exit codes:
 """
 
 
-def _add_pass_args(p: argparse.ArgumentParser) -> None:
+def _add_pass_args(p: argparse.ArgumentParser, masterkey: bool = True) -> None:
     g = p.add_argument_group("passphrase (first that is given wins; else $CRYPTFS_PASSWORD, "
                              "else a prompt)")
+    if masterkey:
+        g.add_argument("--masterkey", metavar="HEX",
+                       help="use the recovery key printed by init instead of the passphrase")
     g.add_argument("--passfile", metavar="FILE", help="read the passphrase from FILE's first line")
     g.add_argument("--extpass", metavar="CMD",
                    help="run CMD (split like a shell would, run without one) and use "
@@ -502,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print only the recovery key")
     p.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
     p.add_argument("--remote", metavar="REMOTE:PATH", help="remember this rclone remote")
-    _add_pass_args(p)
+    _add_pass_args(p, masterkey=False)
 
     p = add("mount", cmd_mount, "mount BACKING on MOUNTPOINT")
     p.add_argument("backing")
@@ -512,7 +515,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-only", action="store_true", help="mount read-only")
     p.add_argument("-o", action="append", metavar="OPT[,OPT]",
                    help="FUSE mount options, e.g. allow_other")
-    p.add_argument("--masterkey", metavar="HEX", help="mount with the recovery key")
     p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
     p.add_argument("--single-threaded", action="store_true", help="serve one request at a time")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
@@ -532,7 +534,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("passwd", cmd_passwd, "change the passphrase (no data is re-encrypted)")
     p.add_argument("backing")
-    p.add_argument("--masterkey", metavar="HEX", help="authorise with the recovery key")
     p.add_argument("--new-passfile", metavar="FILE",
                    help=f"new passphrase from FILE (else ${NEW_ENV_VAR}, else a prompt)")
     _add_pass_args(p)
@@ -545,13 +546,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", default="/")
     p.add_argument("-l", "--long", action="store_true", help="mode, size, time, name")
     p.add_argument("-R", "--recursive", action="store_true")
-    p.add_argument("--masterkey", metavar="HEX")
     _add_pass_args(p)
 
     p = add("cat", cmd_cat, "write a file of the vault to stdout without mounting")
     p.add_argument("backing")
     p.add_argument("path")
-    p.add_argument("--masterkey", metavar="HEX")
     _add_pass_args(p)
 
     for name, func, text in (
@@ -563,7 +562,6 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("backing")
         p.add_argument("--remote", metavar="REMOTE:PATH")
         p.add_argument("--rclone-config", metavar="FILE")
-        p.add_argument("--masterkey", metavar="HEX")
         if name == "audit-remote":
             p.add_argument("--json", action="store_true")
         _add_pass_args(p)
@@ -590,20 +588,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     p.add_argument("--quarantine", metavar="DIR",
                    help="move unreadable backing entries into DIR (outside the vault)")
-    p.add_argument("--masterkey", metavar="HEX")
     _add_pass_args(p)
 
     p = add("encrypt-name", cmd_encrypt_name, "backing path of a plaintext path")
     p.add_argument("backing")
     p.add_argument("plain_path")
-    p.add_argument("--masterkey", metavar="HEX")
     _add_pass_args(p)
 
     p = add("decrypt-name", cmd_decrypt_name, "plaintext path of a backing path (write "
             "'./NAME' or put '--' before a name that starts with '-')")
     p.add_argument("backing")
     p.add_argument("backing_path")
-    p.add_argument("--masterkey", metavar="HEX")
     _add_pass_args(p)
     return parser
 
