@@ -108,6 +108,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     sync_setup = _prepare_autosync(args)
     volume = _unlock(args, read_only=args.read_only, owner=owner)
     opts = m.fuse_options(args.backing, args.read_only, args.o or [])
+    if args.writeback:
+        opts["writeback"] = True
     setup = (lambda: sync_setup(volume)) if sync_setup else None
     if args.foreground:
         m.mount_foreground(volume, args.mountpoint, opts, args.single_threaded, setup)
@@ -517,6 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="FUSE mount options, e.g. allow_other")
     p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
     p.add_argument("--single-threaded", action="store_true", help="serve one request at a time")
+    p.add_argument("--writeback", action="store_true",
+                   help="experimental: let the kernel merge small writes (faster untar); "
+                        "unwritten data is lost if the daemon is killed before a flush")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--remote", metavar="REMOTE:PATH",
                    help="keep this rclone remote in sync while mounted (remembered)")

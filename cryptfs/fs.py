@@ -53,10 +53,14 @@ def _fuse_op(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+FUSE_CAP_WRITEBACK_CACHE = 1 << 16
+
+
 class CryptFS(mfusepy.Operations):
     """mfusepy operations backed by a Volume."""
 
     use_ns = True
+    writeback = False  # opt-in kernel writeback cache (mount --writeback)
 
     def __init__(self, volume: Volume, on_ready: Callable[[], None] | None = None,
                  autosync: Any = None, mountpoint: str | None = None) -> None:
@@ -70,6 +74,13 @@ class CryptFS(mfusepy.Operations):
         volume.on_change = self._invalidator.submit
 
     def init_with_config(self, conn_info: Any, config_3: Any) -> None:
+        if self.writeback and conn_info is not None:
+            if conn_info.capable & FUSE_CAP_WRITEBACK_CACHE:
+                conn_info.want |= FUSE_CAP_WRITEBACK_CACHE
+                # The kernel now owns file sizes and O_APPEND offsets.
+                self.volume.kernel_appends = True
+            else:
+                log.warning("the kernel does not offer the writeback cache")
         self._invalidator.start()
         if self._autosync is not None:
             self._autosync.start()
@@ -328,10 +339,11 @@ def caller_identity() -> tuple[int, int]:
 
 def serve(volume: Volume, mountpoint: str, options: dict[str, Any], *,
           single_threaded: bool = False, on_ready: Callable[[], None] | None = None,
-          autosync: Any = None) -> None:
+          autosync: Any = None, writeback: bool = False) -> None:
     """Mount and serve until unmounted. Blocks."""
     _tune_malloc()
     ops = CryptFS(volume, on_ready, autosync, os.path.abspath(mountpoint))
+    ops.writeback = writeback
     opts = dict(options)
     if fuse_major_version() == 2:
         opts["big_writes"] = True

@@ -141,8 +141,10 @@ def _serve(volume: Volume, mountpoint: str, opts: dict[str, Any], single_threade
     pidfile.write_text(f"{os.getpid()}\n")
     try:
         autosync = sync_setup() if sync_setup else None
+        opts = dict(opts)
+        writeback = bool(opts.pop("writeback", False))
         fs.serve(volume, mountpoint, opts, single_threaded=single_threaded, on_ready=on_ready,
-                 autosync=autosync)
+                 autosync=autosync, writeback=writeback)
     except RuntimeError as exc:
         raise MountError(f"FUSE mount of {mountpoint} failed ({exc}); see the log") from None
     finally:

@@ -67,6 +67,7 @@ class Volume:
         self._handles: dict[int, _Handle] = {}
         self.on_change: Callable[[str], None] | None = None
         self.on_mutation: Callable[[str], None] | None = None  # e.g. schedule a sync
+        self.kernel_appends = False  # writeback cache: offsets of O_APPEND come from the kernel
         self._link_names: dict[tuple[int, int], set[str]] = {}
         self._table_lock = threading.Lock()
         self._next_fh = itertools.count(1)
@@ -559,7 +560,8 @@ class Volume:
         if not handle.flags & (os.O_WRONLY | os.O_RDWR):
             raise OSError(errno.EBADF, "file not open for writing")
         try:
-            written = handle.of.write(offset, data, append=bool(handle.flags & os.O_APPEND))
+            append = bool(handle.flags & os.O_APPEND) and not self.kernel_appends
+            written = handle.of.write(offset, data, append=append)
         except IntegrityError as exc:
             self.report_integrity(handle.of.label, exc)
             raise

@@ -28,3 +28,25 @@ def test_fsx_heavy(mounted: Mount, tmp_path: Path) -> None:
     ref.mkdir()
     for seed in range(5):
         Fsx(mounted.mnt, ref, 1000 + seed).run(10000)
+
+
+@pytest.mark.timeout(300)
+def test_fsx_with_writeback_cache(vault_dir: Path, tmp_path: Path) -> None:
+    """The opt-in kernel writeback cache (mount --writeback) keeps the same semantics."""
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    m = Mount(vault_dir, mnt, ("--writeback",)).start()
+    try:
+        ref = tmp_path / "ref"
+        ref.mkdir()
+        Fsx(mnt, ref, 777).run(2000)
+        log = mnt / "appends"
+        log.write_bytes(b"")
+        fds = [os.open(log, os.O_WRONLY | os.O_APPEND) for _ in range(3)]
+        for i in range(300):
+            os.write(fds[i % 3], f"{i:04d}\n".encode())
+        for fd in fds:
+            os.close(fd)
+        assert log.read_bytes() == b"".join(f"{i:04d}\n".encode() for i in range(300))
+    finally:
+        m.stop()
