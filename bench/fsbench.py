@@ -103,17 +103,21 @@ def start_raw(base: Path) -> Target:
     return Target("raw", d)
 
 
-def start_cryptfs(base: Path) -> Target:
+def start_cryptfs(base: Path, extra: tuple[str, ...] = ()) -> Target:
     vault, mnt = base / "vault", base / "mnt"
     mnt.mkdir()
     env = dict(os.environ, CRYPTFS_PASSWORD=PASS, CRYPTFS_TESTONLY_WEAK_KDF="1",
                XDG_CONFIG_HOME=str(base / "xdg"))
     subprocess.run([PY, "-m", "cryptfs", "init", "--quiet", str(vault)], env=env, check=True,
                    capture_output=True)
-    proc = subprocess.Popen([PY, "-m", "cryptfs", "mount", "-f", "--no-sync", str(vault),
-                             str(mnt)], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([PY, "-m", "cryptfs", "mount", "-f", "--no-sync", *extra,
+                             str(vault), str(mnt)], env=env, stderr=subprocess.DEVNULL)
     wait_mounted(mnt, proc)
-    return Target("cryptfs", mnt, proc.pid, proc)
+    return Target("cryptfs" + ("-writeback" if extra else ""), mnt, proc.pid, proc)
+
+
+def start_cryptfs_writeback(base: Path) -> Target:
+    return start_cryptfs(base, ("--writeback",))
 
 
 def start_passthrough(base: Path) -> Target:
@@ -161,7 +165,8 @@ def start_rclone(base: Path) -> Target:
     return Target("rclone-crypt", mnt, proc.pid, proc)
 
 
-STARTERS = {"raw": start_raw, "cryptfs": start_cryptfs, "py-passthrough": start_passthrough,
+STARTERS = {"raw": start_raw, "cryptfs": start_cryptfs,
+            "cryptfs-writeback": start_cryptfs_writeback, "py-passthrough": start_passthrough,
             "gocryptfs": start_gocryptfs, "rclone-crypt": start_rclone}
 
 
