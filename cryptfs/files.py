@@ -66,7 +66,8 @@ class OpenFile:
     # -- reading -------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> bytes:
         with self.lock:
-            plain_size = self.size()
+            backing_size = self._backing_size()  # one fstat per read request
+            plain_size = self.content.plain_size(backing_size)
             end = min(plain_size, offset + size)
             cipher = self._cipher_or_fail()
             if end == plain_size and plain_size % self.content.block_size == 0:
@@ -79,7 +80,7 @@ class OpenFile:
             sb = self.content.stored_block
             first, last = offset // bs, (end - 1) // bs
             start = self.content.block_offset(first)
-            stop = min(self.content.block_offset(last + 1), self._backing_size())
+            stop = min(self.content.block_offset(last + 1), backing_size)
             raw = os.pread(self.fd, stop - start, start)
             raw_c = ffi.from_buffer(raw)
             out = bytearray(min(plain_size, (last + 1) * bs) - first * bs)
