@@ -44,12 +44,21 @@ class FileCipher:
         self.encrypt_into(out, ffi.from_buffer("unsigned char[]", out), 0, index, plain)
         return bytes(out)
 
-    def encrypt_into(self, out: bytearray, out_c, pos: int, index: int, plain) -> int:
+    def new_nonce(self) -> bytes:
+        """A fresh random nonce R for one block write (never reused: FORMAT.md §4)."""
+        return self._rng(NONCE_LEN)
+
+    def encrypt_into(self, out: bytearray, out_c, pos: int, index: int, plain,
+                     rand: bytes | None = None) -> int:
         """Encrypt ``plain`` as block ``index`` into ``out[pos:]`` (``out_c`` is its cffi
-        view); returns the position after it. Writes straight into the caller's buffer:
-        no per-block allocation or copy (libsodium releases the GIL meanwhile)."""
+        view) under the fresh nonce ``rand`` (drawn here if not given); returns the
+        position after it. Writes straight into the caller's buffer: no per-block
+        allocation or copy (libsodium releases the GIL meanwhile)."""
         size = len(plain)
-        rand = self._rng(NONCE_LEN)
+        if rand is None:
+            rand = self._rng(NONCE_LEN)
+        if len(rand) != NONCE_LEN:
+            raise ValueError("nonce must be 24 bytes")
         out[pos:pos + NONCE_LEN] = rand
         src = plain if isinstance(plain, bytes) else ffi.from_buffer(plain)
         lib.crypto_secretbox_easy(out_c + pos + NONCE_LEN, src, size, _bind(rand, index),

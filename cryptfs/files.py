@@ -17,6 +17,7 @@ from nacl._sodium import ffi
 
 from .content import BLOCK_OVERHEAD, HEADER_LEN, ContentCipher, FileCipher
 from .errors import IntegrityError
+from .parallel import run_split
 
 
 class OpenFile:
@@ -85,15 +86,18 @@ class OpenFile:
             raw_c = ffi.from_buffer(raw)
             out = bytearray(min(plain_size, (last + 1) * bs) - first * bs)
             out_c = ffi.from_buffer("unsigned char[]", out)
-            pos = 0
-            for i in range(first, last + 1):
-                rel = (i - first) * sb
-                expect = min(bs, plain_size - i * bs)
-                length = min(sb, len(raw) - rel)
-                if length != expect + BLOCK_OVERHEAD:
-                    raise IntegrityError(f"block {i} has the wrong length")
-                cipher.decrypt_into(out, out_c, pos, i, raw, raw_c, rel, length)
-                pos += expect
+
+            def decrypt(a: int, b: int) -> None:
+                for i in range(a, b):
+                    rel = (i - first) * sb
+                    expect = min(bs, plain_size - i * bs)
+                    length = min(sb, len(raw) - rel)
+                    if length != expect + BLOCK_OVERHEAD:
+                        raise IntegrityError(f"block {i} has the wrong length")
+                    cipher.decrypt_into(out, out_c, (i - first) * bs, i, raw, raw_c, rel,
+                                        length)
+
+            run_split(first, last + 1, decrypt)
             lo = offset - first * bs
             return bytes(memoryview(out)[lo:lo + (end - offset)])
 
@@ -177,12 +181,20 @@ class OpenFile:
 
     @staticmethod
     def _encrypt_run(cipher: FileCipher, first: int, plains: list) -> bytearray:
-        """Consecutive blocks encrypted into one buffer, for one pwrite."""
+        """Consecutive blocks encrypted into one buffer, for one pwrite. Nonces are drawn
+        here, in block order, before the blocks are spread over threads."""
         out = bytearray(sum(len(p) for p in plains) + BLOCK_OVERHEAD * len(plains))
         out_c = ffi.from_buffer("unsigned char[]", out)
-        pos = 0
-        for k, plain in enumerate(plains):
-            pos = cipher.encrypt_into(out, out_c, pos, first + k, plain)
+        nonces = [cipher.new_nonce() for _ in plains]
+        starts = [0]
+        for plain in plains:
+            starts.append(starts[-1] + len(plain) + BLOCK_OVERHEAD)
+
+        def encrypt(a: int, b: int) -> None:
+            for k in range(a, b):
+                cipher.encrypt_into(out, out_c, starts[k], first + k, plains[k], nonces[k])
+
+        run_split(0, len(plains), encrypt)
         return out
 
     def check_blocks(self) -> Iterator[tuple[int, int, str | None]]:
