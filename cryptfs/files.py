@@ -32,6 +32,10 @@ class OpenFile:
         self.refs = 1
         self.paths: dict[str, int] = {}  # plaintext path -> open handles through it
         self._cipher: FileCipher | None = None
+        # (index, plaintext) of the file's last block as this object last wrote it: an
+        # append then re-encrypts that short block without reading and decrypting it
+        # first (a tar or log append pattern). Only this object writes its descriptor.
+        self._tail: tuple[int, bytes] | None = None
         header = os.pread(fd, HEADER_LEN, 0)
         if header:
             # A short or invalid header is reported when data is touched, not at open.
@@ -127,9 +131,11 @@ class OpenFile:
             return
         header = self.content.new_header()
         cipher = self.content.file_cipher(header)
+        self._tail = None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, header + cipher.encrypt_block(0, b""), 0)
         self._cipher = cipher
+        self._tail = (0, b"")
 
     def _rewrite(self, old: int, new: int, offset: int, data: bytes) -> None:
         """Make the file ``new`` bytes long with ``data`` at ``offset``; touch only the
@@ -147,19 +153,28 @@ class OpenFile:
         todo = sorted(i for i in indices if i <= last)
         view = memoryview(data)
         runs: list[tuple[int, list]] = []  # (first index, plaintexts of consecutive blocks)
+        tail, self._tail = self._tail, None  # unknown until the blocks are on disk
+        new_tail = tail if tail is not None and tail[0] == last else None
         for i in todo:
             lo = i * bs
             length = min(bs, new - lo)
             if data and offset <= lo and lo + length <= end:
                 plain = view[lo - offset:lo - offset + length]
             else:
-                keep = self._read_block(cipher, i, old) if length and lo < old else b""
+                if not length or lo >= old:
+                    keep = b""
+                elif tail is not None and tail[0] == i and len(tail[1]) == min(bs, old - lo):
+                    keep = tail[1]
+                else:
+                    keep = self._read_block(cipher, i, old)
                 buf = bytearray(keep[:length])
                 buf.extend(bytes(length - len(buf)))
                 if data and offset < lo + length and end > lo:
                     a, b = max(offset, lo), min(end, lo + length)
                     buf[a - lo:b - lo] = view[a - offset:b - offset]
                 plain = buf
+            if i == last:
+                new_tail = (i, bytes(plain))
             if runs and runs[-1][0] + len(runs[-1][1]) == i:
                 runs[-1][1].append(plain)
             else:
@@ -178,6 +193,7 @@ class OpenFile:
             _pwrite_all(self.fd, blob, offset)
         if new < old:
             os.ftruncate(self.fd, self.content.backing_size(new))
+        self._tail = new_tail
 
     @staticmethod
     def _encrypt_run(cipher: FileCipher, first: int, plains: list) -> bytearray:
