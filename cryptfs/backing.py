@@ -262,3 +262,36 @@ class PathMapper:
             with self._lock:
                 self._aliases[(backing_dir, shown)] = dent.name
             yield shown, dent
+
+
+Snapshot = dict[str, tuple[int, int, int]]
+
+
+def snapshot(root: str) -> Snapshot:
+    """(inode, size, mtime) of every entry below ``root``, by relative path; what a sync
+    pull changed is the difference of two snapshots. Symlinks are never followed."""
+    found: Snapshot = {}
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        try:
+            with os.scandir(os.path.join(root, rel)) as it:
+                for dent in it:
+                    path = f"{rel}/{dent.name}" if rel else dent.name
+                    try:
+                        st = dent.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    found[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+                    if stat.S_ISDIR(st.st_mode):
+                        stack.append(path)
+        except OSError:
+            continue
+    return found
+
+
+def changed_top_names(before: Snapshot, after: Snapshot) -> set[str]:
+    """Backing names in the root whose subtree differs between two snapshots."""
+    changed = {path for path in before.keys() | after.keys()
+               if before.get(path) != after.get(path)}
+    return {path.split("/", 1)[0] for path in changed}

@@ -110,6 +110,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     opts = m.fuse_options(args.backing, args.read_only, args.o or [])
     if args.writeback:
         opts["writeback"] = True
+        opts["subtype"] = m.WRITEBACK_SUBTYPE  # so 'cryptfs sync' can tell (see _run_sync)
     setup = (lambda: sync_setup(volume)) if sync_setup else None
     if args.foreground:
         m.mount_foreground(volume, args.mountpoint, opts, args.single_threaded, setup)
@@ -142,7 +143,23 @@ def _prepare_autosync(args: argparse.Namespace):
 
         syncer = Syncer(args.backing, VaultSettings.load(args.backing),
                         rclone_config=args.rclone_config, names=volume.names)
-        return AutoSync(syncer.bisync, syncer.settings, interval=args.sync_interval,
+
+        def run_sync() -> None:
+            if not volume.kernel_appends:
+                syncer.bisync()  # the kernel re-reads sizes within the 1 s attr timeout
+                return
+            # Writeback cache: the kernel keeps its own sizes, so whatever the pull
+            # changed must be named to it (backing.snapshot; fs._Invalidator).
+            from .backing import changed_top_names, snapshot
+
+            before = snapshot(volume.backing)
+            try:
+                syncer.bisync()
+            finally:
+                volume.forget_external_changes(
+                    changed_top_names(before, snapshot(volume.backing)))
+
+        return AutoSync(run_sync, syncer.settings, interval=args.sync_interval,
                         poll_interval=args.poll_interval,
                         busy=volume.has_dirty_handles,
                         after_sync=volume.mapper.clear_caches)
@@ -314,8 +331,15 @@ def _syncer(args: argparse.Namespace, names=None):
 
 
 def _run_sync(args: argparse.Namespace, verb: str) -> int:
+    from . import mount as m
     from .settings import VaultSettings
 
+    where = m.writeback_mount_of(args.backing)
+    if where:
+        raise CryptfsError(
+            f"{args.backing} is mounted on {where} with --writeback: the kernel keeps its "
+            "own file sizes there, so a sync from outside the mount could show pulled "
+            "files cut short. Let the mount sync (mount --remote), or unmount first")
     vol = _unlock(args, read_only=True)  # to name conflict copies (and check the key)
     syncer = _syncer(args, vol.names)
     tty = sys.stderr.isatty()

@@ -72,13 +72,17 @@ class CryptFS(mfusepy.Operations):
             volume.on_mutation = autosync.notify
         self._invalidator = _Invalidator()
         volume.on_change = self._invalidator.submit
+        volume.on_external_change = self._invalidator.submit_top
 
     def init_with_config(self, conn_info: Any, config_3: Any) -> None:
         if self.writeback and conn_info is not None:
             if conn_info.capable & FUSE_CAP_WRITEBACK_CACHE:
                 conn_info.want |= FUSE_CAP_WRITEBACK_CACHE
-                # The kernel now owns file sizes and O_APPEND offsets.
+                # The kernel now owns file sizes and O_APPEND offsets, and never takes a
+                # size from getattr again for an inode it holds: a file changed behind
+                # its back must leave the kernel's caches (``_Invalidator.submit_top``).
                 self.volume.kernel_appends = True
+                self._invalidator.drop_entries = True
             else:
                 log.warning("the kernel does not offer the writeback cache")
         self._invalidator.start()
@@ -249,32 +253,60 @@ class StrictFUSE(mfusepy.FUSE):
 
 
 class _Invalidator:
-    """Drops the kernel's cached pages and attributes of paths, from its own thread.
+    """Drops the kernel's cached pages, attributes and names, from its own thread.
 
     Never from a request handler: the kernel keeps the pages of a write locked until the
     write is answered, and invalidating a name of the same kernel inode from inside that
     handler would wait for those pages forever.
+
+    With the writeback cache the kernel keeps its own size of every inode it holds, and
+    ``fuse_invalidate_path`` does not change that. libfuse's path API knows no node ids
+    but the root's, so a file changed behind the kernel's back (a sync pull, another hard
+    link) is made to leave the cache by invalidating the name of its top-level ancestor
+    in the root: inodes below it that no program holds open are then forgotten and looked
+    up afresh.
     """
 
+    ROOT_ID = 1  # FUSE_ROOT_ID
+
     def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[str, str] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._fuse_ptr: int | None = None
-        self._func: Any = None
+        self._session: int | None = None
+        self._inval_path: Any = None
+        self._inval_entry: Any = None
+        self.drop_entries = False  # also drop top-level names (writeback cache)
 
     def start(self) -> None:
+        lib = mfusepy._libfuse
         try:
-            self._fuse_ptr = mfusepy._libfuse.fuse_get_context().contents.fuse
-            self._func = mfusepy._libfuse.fuse_invalidate_path
+            self._fuse_ptr = lib.fuse_get_context().contents.fuse
+            self._inval_path = lib.fuse_invalidate_path
         except (AttributeError, ValueError):
             return  # libfuse 2: no invalidation
-        self._func.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        self._inval_path.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+        try:
+            lib.fuse_get_session.restype = ctypes.c_void_p
+            lib.fuse_get_session.argtypes = [ctypes.c_void_p]
+            self._session = lib.fuse_get_session(self._fuse_ptr)
+            self._inval_entry = lib.fuse_lowlevel_notify_inval_entry
+            self._inval_entry.argtypes = [ctypes.c_void_p, ctypes.c_uint64, ctypes.c_char_p,
+                                          ctypes.c_size_t]
+        except AttributeError:
+            self._inval_entry = None
         self._thread = threading.Thread(target=self._run, name="invalidator", daemon=True)
         self._thread.start()
 
     def submit(self, path: str) -> None:
+        """A file changed through another name: drop what the kernel holds for ``path``."""
         if self._thread is not None:
-            self._queue.put(path)
+            self._queue.put(("path", path))
+
+    def submit_top(self, path: str) -> None:
+        """Something below ``path`` changed behind the kernel's back (a sync pull)."""
+        if self._thread is not None:
+            self._queue.put(("top", path))
 
     def stop(self) -> None:
         if self._thread is not None:
@@ -283,10 +315,23 @@ class _Invalidator:
             self._thread = None
 
     def _run(self) -> None:
-        while (path := self._queue.get()) is not None:
-            ret = self._func(self._fuse_ptr, os.fsencode(path))
-            if ret not in (0, -errno.ENOENT):
-                log.debug("fuse_invalidate_path(%s) = %d", path, ret)
+        while (item := self._queue.get()) is not None:
+            kind, path = item
+            if kind == "path":
+                ret = self._inval_path(self._fuse_ptr, os.fsencode(path))
+                if ret not in (0, -errno.ENOENT):
+                    log.debug("fuse_invalidate_path(%s) = %d", path, ret)
+            if kind == "top" or self.drop_entries:
+                self._drop_top_level(path)
+
+    def _drop_top_level(self, path: str) -> None:
+        top = path.lstrip("/").split("/", 1)[0]
+        if not top or self._inval_entry is None:
+            return
+        name = os.fsencode(top)
+        ret = self._inval_entry(self._session, self.ROOT_ID, name, len(name))
+        if ret not in (0, -errno.ENOENT):
+            log.debug("fuse_lowlevel_notify_inval_entry(%s) = %d", top, ret)
 
 
 def _tune_malloc() -> None:

@@ -67,6 +67,30 @@ def mount_entry(mountpoint: str) -> tuple[str, str] | None:
     return None
 
 
+WRITEBACK_SUBTYPE = "cryptfs-writeback"
+
+
+def fsname_for(backing: str) -> str:
+    """The mount's source field: ``cryptfs:BACKING`` (commas would split the options)."""
+    return "cryptfs:" + os.path.realpath(backing).replace(",", "_").replace("\\", "_")
+
+
+def writeback_mount_of(backing: str) -> str | None:
+    """Mount point where ``backing`` is mounted with the kernel writeback cache, if any."""
+    source = os.fsencode(fsname_for(backing))
+    wanted = b"fuse." + WRITEBACK_SUBTYPE.encode()
+    try:
+        with open("/proc/self/mountinfo", "rb") as fh:
+            for line in fh:
+                fields = line.split()
+                sep = fields.index(b"-")
+                if fields[sep + 1] == wanted and _unescape(fields[sep + 2]) == source:
+                    return os.fsdecode(_unescape(fields[4]))
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _unescape(field: bytes) -> bytes:
     """Undo the octal escapes (\\040 for space) of /proc/self/mountinfo."""
     return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)
@@ -116,7 +140,7 @@ def harden_process() -> None:
 
 
 def fuse_options(backing: str, read_only: bool, extra: list[str]) -> dict[str, Any]:
-    fsname = "cryptfs:" + os.path.realpath(backing).replace(",", "_").replace("\\", "_")
+    fsname = fsname_for(backing)
     # auto_cache: keep file pages cached across opens unless the backing file's mtime or
     # size changed (a sync pull changes both), so warm reads come from the page cache.
     opts: dict[str, Any] = {"fsname": fsname, "subtype": "cryptfs",

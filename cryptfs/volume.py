@@ -66,6 +66,9 @@ class Volume:
         self._files: dict[tuple[int, int], OpenFile] = {}
         self._handles: dict[int, _Handle] = {}
         self.on_change: Callable[[str], None] | None = None
+        # Something below this plaintext path changed in BACKING behind the mount's back
+        # (a sync pull): the kernel must forget what it caches there.
+        self.on_external_change: Callable[[str], None] | None = None
         self.on_mutation: Callable[[str], None] | None = None  # e.g. schedule a sync
         self.kernel_appends = False  # writeback cache: offsets of O_APPEND come from the kernel
         self._link_names: dict[tuple[int, int], set[str]] = {}
@@ -151,6 +154,20 @@ class Volume:
                 self._reported.clear()
             self._reported.add(key)
             log.error("integrity error in %s: %s", where, exc)
+
+    def forget_external_changes(self, top_backing_names: set[str]) -> None:
+        """Entries in the root whose subtree changed in BACKING behind the mount (a sync
+        pull): drop the path caches and tell the kernel to forget them."""
+        self.mapper.clear_caches()
+        if self.on_external_change is None:
+            return
+        iv = self.mapper.dir_iv(self.backing)
+        for name in sorted(top_backing_names):
+            try:
+                plain = self.mapper.decrypt_entry_name(self.backing, iv, name)
+            except IntegrityError:
+                continue  # not one of our names (a reserved or foreign file)
+            self.on_external_change("/" + os.fsdecode(plain))
 
     # -- attributes ----------------------------------------------------------------------
     def _attrs(self, st: os.stat_result, backing_path: str) -> dict[str, int]:

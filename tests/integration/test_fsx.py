@@ -48,5 +48,32 @@ def test_fsx_with_writeback_cache(vault_dir: Path, tmp_path: Path) -> None:
         for fd in fds:
             os.close(fd)
         assert log.read_bytes() == b"".join(f"{i:04d}\n".encode() for i in range(300))
+        # Hard links: each name is its own kernel inode, and with the writeback cache the
+        # kernel never re-reads a size it holds; the other name must be made to leave
+        # the cache (top-level and nested, both growing and shrinking).
+        for sub in (mnt, mnt / "d1" / "d2"):
+            sub.mkdir(parents=True, exist_ok=True)
+            f, g = sub / "f", sub / "g"
+            f.write_text("shared")
+            os.link(f, g)
+            assert f.read_text() == "shared" and f.stat().st_size == 6
+            with open(g, "a") as fh:
+                fh.write("!")
+            assert _eventually(lambda f=f: f.read_text() == "shared!")
+            assert f.stat().st_size == 7
+            with open(g, "r+") as fh:
+                fh.truncate(3)
+            assert _eventually(lambda f=f: f.stat().st_size == 3 and f.read_text() == "sha")
     finally:
         m.stop()
+
+
+def _eventually(check, timeout: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()

@@ -402,3 +402,41 @@ def test_two_mounts_against_one_remote(tmp_path: Path) -> None:
     finally:
         mount_a.stop()
         mount_b.stop()
+
+
+@needs_fuse
+def test_writeback_mount_sees_what_a_pull_changed(tmp_path: Path) -> None:
+    """With the writeback cache the kernel keeps its own file sizes; a pull that grows or
+    shrinks a file the kernel has cached must still show the new bytes, whole."""
+    store = tmp_path / "cloud"
+    a, b = tmp_path / "a", tmp_path / "b"
+    cryptfs_cmd("init", "--quiet", str(a), "--remote", str(store), check=True)
+    cryptfs_cmd("sync", str(a), check=True)
+    assert cryptfs_cmd("clone", str(store), str(b)).returncode == 0
+    ma, mb = tmp_path / "ma", tmp_path / "mb"
+    ma.mkdir()
+    mb.mkdir()
+    opts = ("--sync-interval", "0.5", "--poll-interval", "1")
+    mount_a = Mount(a, ma, (*opts, "--writeback")).start()
+    mount_b = Mount(b, mb, opts).start()
+    try:
+        (ma / "docs").mkdir()
+        (ma / "docs" / "notes.txt").write_text("short")
+        (ma / "top.txt").write_text("a rather long first version")
+        assert wait_for(lambda: (mb / "docs" / "notes.txt").exists()
+                        and (mb / "top.txt").exists(), 60)
+        # A's kernel now caches both files with their sizes.
+        assert (ma / "docs" / "notes.txt").read_text() == "short"
+        assert (ma / "top.txt").stat().st_size == 27
+        refused = cryptfs_cmd("sync", str(a))
+        assert refused.returncode == 1 and b"--writeback" in refused.stderr
+        (mb / "docs" / "notes.txt").write_text("a much longer version from B")
+        (mb / "top.txt").write_text("short B")
+        assert wait_for(lambda: (ma / "top.txt").read_text() == "short B"
+                        and (ma / "docs" / "notes.txt").read_text()
+                        == "a much longer version from B", 60)
+        assert (ma / "docs" / "notes.txt").stat().st_size == 28
+        assert (ma / "top.txt").stat().st_size == 7
+    finally:
+        mount_a.stop()
+        mount_b.stop()
