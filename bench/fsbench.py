@@ -320,7 +320,8 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--where", default="tmpfs,disk")
     ap.add_argument("--size-mib", type=int, default=512)
-    ap.add_argument("--fs", default="raw,py-passthrough,cryptfs,gocryptfs,rclone-crypt")
+    ap.add_argument("--fs", default="raw,py-passthrough,cryptfs,cryptfs-writeback,gocryptfs,"
+                                    "rclone-crypt")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     args = ap.parse_args()
     if os.geteuid() != 0:

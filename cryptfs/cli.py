@@ -544,8 +544,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
     p.add_argument("--single-threaded", action="store_true", help="serve one request at a time")
     p.add_argument("--writeback", action="store_true",
-                   help="experimental: let the kernel merge small writes (faster untar); "
-                        "unwritten data is lost if the daemon is killed before a flush")
+                   help="kernel writeback cache: small writes merged (faster untar); write "
+                        "errors show at fsync, unflushed data is lost if the daemon is "
+                        "killed (README: Writeback cache)")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--remote", metavar="REMOTE:PATH",
                    help="keep this rclone remote in sync while mounted (remembered)")
