@@ -82,6 +82,9 @@ class PathMapper:
         self._entries: dict[str, Entry] = {}
         # (backing dir, display name) -> backing name of a sync tool's conflict copy
         self._aliases: dict[tuple[str, bytes], str] = {}
+        # (dir IV, encrypted name) -> plain name: a name authenticated once (or made here)
+        # decrypts to the same plain name for ever, so listings skip the cipher.
+        self._plain_names: dict[tuple[bytes, str], bytes] = {}
         self._lock = threading.Lock()
 
     def clear_caches(self) -> None:
@@ -89,6 +92,7 @@ class PathMapper:
             self._ivs.clear()
             self._entries.clear()
             self._aliases.clear()
+            self._plain_names.clear()
 
     def forget_dir(self, backing_dir: str) -> None:
         """A directory went away: entries below it are re-derived on their next use."""
@@ -156,6 +160,8 @@ class PathMapper:
                 backing_name, long_name = hidden_entry_name(name), None
             else:
                 backing_name, long_name = self.names.backing_name(iv, name)
+                if long_name is None:
+                    self._remember_name(iv, backing_name, name)
             ent = Entry(os.path.join(parent, backing_name), parent, name, iv, long_name)
         with self._lock:
             if len(self._entries) >= _CACHE_LIMIT:
@@ -217,7 +223,17 @@ class PathMapper:
             return self.names.decrypt(iv, encrypted)
         if is_reserved(backing_name):
             raise BadNameError("reserved name")
-        return self.names.decrypt(iv, backing_name)
+        plain = self._plain_names.get((iv, backing_name))
+        if plain is None:
+            plain = self.names.decrypt(iv, backing_name)
+            self._remember_name(iv, backing_name, plain)
+        return plain
+
+    def _remember_name(self, iv: bytes, backing_name: str, plain: bytes) -> None:
+        with self._lock:
+            if len(self._plain_names) >= _CACHE_LIMIT:
+                self._plain_names.clear()
+            self._plain_names[(iv, backing_name)] = plain
 
     def list_dir(self, backing_dir: str):
         """Yield (plain name bytes, os.DirEntry) for every decodable entry, conflict copies

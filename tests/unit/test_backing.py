@@ -32,3 +32,20 @@ def test_changed_top_names(tmp_path: Path) -> None:
     os.replace(tmp, replaced)  # same size and mtime, new inode: a rename over it
     assert changed_top_names(mid, snapshot(str(tmp_path))) == {"replaced"}
     assert changed_top_names(mid, mid) == set()
+
+
+def test_remembered_names_never_let_a_moved_name_through(tmp_path: Path) -> None:
+    from cryptfs.volume import Volume
+    from tests.conftest import PASSWORD
+
+    vol, _ = Volume.initialize(str(tmp_path / "v"), PASSWORD.encode())
+    vol.mkdir("/a")
+    vol.mkdir("/b")
+    vol.write_file("/a/secret.txt", b"x")
+    assert vol.listdir("/a") == ["secret.txt"]  # listed and remembered
+    a, b = vol.mapper.path("/a"), vol.mapper.path("/b")
+    (name,) = [n for n in os.listdir(a) if not n.startswith("cryptfs.")]
+    os.rename(os.path.join(a, name), os.path.join(b, name))
+    assert vol.listdir("/b") == []  # bound to /a's IV: refused, even though remembered
+    os.rename(os.path.join(b, name), os.path.join(a, name))
+    assert vol.listdir("/a") == ["secret.txt"]
