@@ -72,15 +72,15 @@ class FileCipher:
         """
         if len(stored) < BLOCK_OVERHEAD:
             raise IntegrityError(f"block {index} is truncated ({len(stored)} bytes)")
-        out = bytearray(len(stored) - BLOCK_OVERHEAD)
-        self.decrypt_into(out, ffi.from_buffer("unsigned char[]", out), 0, index,
-                          stored, ffi.from_buffer(stored), 0, len(stored))
-        return bytes(out)
+        out = ffi.new("unsigned char[]", len(stored) - BLOCK_OVERHEAD)
+        self.decrypt_into(out, 0, index, stored, ffi.from_buffer(stored), 0, len(stored))
+        return bytes(ffi.buffer(out))
 
-    def decrypt_into(self, out: bytearray, out_c, pos: int, index: int, raw: bytes, raw_c,
+    def decrypt_into(self, out_c, pos: int, index: int, raw: bytes, raw_c,
                      start: int, length: int) -> int:
-        """Decrypt the stored block ``raw[start:start+length]`` into ``out[pos:]``;
-        returns the plaintext length. IntegrityError if it does not authenticate."""
+        """Decrypt the stored block ``raw[start:start+length]`` into the cffi buffer
+        ``out_c`` at ``pos``; returns the plaintext length. IntegrityError if it does not
+        authenticate (``out_c`` may then hold garbage: never hand it out)."""
         if length < BLOCK_OVERHEAD:
             raise IntegrityError(f"block {index} is truncated ({length} bytes)")
         size = length - BLOCK_OVERHEAD
@@ -90,7 +90,7 @@ class FileCipher:
                                           self.key) != 0:
             if length == len(self._zero_block) and \
                     raw[start:start + length] == self._zero_block:
-                out[pos:pos + size] = bytes(size)  # a hole (FORMAT.md §4)
+                ffi.memmove(out_c + pos, bytes(size), size)  # a hole (FORMAT.md §4)
                 return self.block_size
             raise IntegrityError(f"block {index} failed authentication")
         return size

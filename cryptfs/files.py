@@ -71,6 +71,20 @@ class OpenFile:
 
     # -- reading -------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> bytes:
+        """Up to ``size`` plaintext bytes at ``offset`` (fewer at the end of the file)."""
+        out = bytearray(max(0, size))
+        out_c = ffi.from_buffer("unsigned char[]", out)
+        try:
+            count = self.read_into(offset, size, out_c)
+        finally:
+            ffi.release(out_c)
+        del out[count:]
+        return bytes(out)
+
+    def read_into(self, offset: int, size: int, dest) -> int:
+        """Decrypt up to ``size`` bytes at ``offset`` straight into the cffi buffer
+        ``dest`` (e.g. the FUSE reply buffer: no intermediate copies); returns the count.
+        On IntegrityError ``dest`` holds nothing meaningful and must not be returned."""
         with self.lock:
             backing_size = self._backing_size()  # one fstat per read request
             plain_size = self.content.plain_size(backing_size)
@@ -81,7 +95,7 @@ class OpenFile:
                 # file cut to "k full blocks + 40 bytes" must not read as k full blocks.
                 self._read_block(cipher, plain_size // self.content.block_size, plain_size)
             if offset >= end:
-                return b""
+                return 0
             bs = self.content.block_size
             sb = self.content.stored_block
             first, last = offset // bs, (end - 1) // bs
@@ -89,22 +103,27 @@ class OpenFile:
             stop = min(self.content.block_offset(last + 1), backing_size)
             raw = os.pread(self.fd, stop - start, start)
             raw_c = ffi.from_buffer(raw)
-            out = bytearray(min(plain_size, (last + 1) * bs) - first * bs)
-            out_c = ffi.from_buffer("unsigned char[]", out)
 
             def decrypt(a: int, b: int) -> None:
+                scratch = None
                 for i in range(a, b):
                     rel = (i - first) * sb
                     expect = min(bs, plain_size - i * bs)
                     length = min(sb, len(raw) - rel)
                     if length != expect + BLOCK_OVERHEAD:
                         raise IntegrityError(f"block {i} has the wrong length")
-                    cipher.decrypt_into(out, out_c, (i - first) * bs, i, raw, raw_c, rel,
-                                        length)
+                    lo = i * bs
+                    if lo >= offset and lo + expect <= end:  # whole block wanted
+                        cipher.decrypt_into(dest, lo - offset, i, raw, raw_c, rel, length)
+                        continue
+                    if scratch is None:
+                        scratch = ffi.new("unsigned char[]", bs)
+                    cipher.decrypt_into(scratch, 0, i, raw, raw_c, rel, length)
+                    a0, b0 = max(lo, offset), min(lo + expect, end)
+                    ffi.memmove(dest + (a0 - offset), scratch + (a0 - lo), b0 - a0)
 
             run_split(first, last + 1, decrypt)
-            lo = offset - first * bs
-            return bytes(memoryview(out)[lo:lo + (end - offset)])
+            return end - offset
 
     # -- writing -------------------------------------------------------------------------
     def write(self, offset: int, data: bytes, append: bool = False) -> int:

@@ -573,6 +573,15 @@ class Volume:
             self.report_integrity(of.label, exc)
             raise
 
+    def read_into(self, fh: int, dest, size: int, offset: int) -> int:
+        """``read`` into a caller's cffi buffer (the FUSE reply buffer); returns the count."""
+        of = self._handle(fh).of
+        try:
+            return of.read_into(offset, size, dest)
+        except IntegrityError as exc:
+            self.report_integrity(of.label, exc)
+            raise
+
     def write(self, fh: int, data: bytes, offset: int) -> int:
         handle = self._handle(fh)
         if not handle.flags & (os.O_WRONLY | os.O_RDWR):

@@ -113,3 +113,25 @@ def test_tampered_block_in_any_part_of_a_large_read_fails(tmp_path: Path,
         backing.write_bytes(bytes(raw))
     assert sb == bs + 40
     assert vol.read_file("/f") == data
+
+
+def test_unaligned_reads_with_holes_into_a_buffer(tmp_path: Path, helpers: int) -> None:
+    from nacl._sodium import ffi
+
+    vol, _ = Volume.initialize(str(tmp_path / "v"), PASSWORD.encode())
+    bs = vol.content.block_size
+    model = bytearray(random.Random(1).randbytes(40 * bs + 123))
+    fh = vol.create("/f", 0o644, os.O_RDWR)
+    vol.write(fh, bytes(model), 0)
+    vol.write(fh, b"tail", 100 * bs)  # blocks 41..99 become holes
+    model.extend(bytes(100 * bs - len(model)))
+    model += b"tail"
+    rng = random.Random(2)
+    for _ in range(200):
+        offset = rng.randrange(0, len(model) + bs)
+        size = rng.choice([1, 4096, bs - 1, bs, bs + 1, 1 << 20, 3 << 20])
+        dest = ffi.new("unsigned char[]", size)
+        count = vol.read_into(fh, dest, size, offset)
+        assert bytes(ffi.buffer(dest, count)) == bytes(model[offset:offset + size])
+        assert vol.read(fh, size, offset) == bytes(model[offset:offset + size])
+    vol.release(fh)
