@@ -91,8 +91,10 @@ class Passthrough(mfusepy.Operations):
 
 
 if __name__ == "__main__":
-    # hard_remove: unlink really unlinks (this passthrough serves open files by fd), so
-    # rm -rf never trips over libfuse's .fuse_hidden files.
+    # The options cryptfs mounts with (default_permissions, use_ino, auto_cache), so the
+    # gap between the two is what cryptfs's own code costs. hard_remove: unlink really
+    # unlinks (this passthrough serves open files by fd), so rm -rf never trips over
+    # libfuse's .fuse_hidden files.
     mfusepy.FUSE(Passthrough(sys.argv[1]), sys.argv[2], foreground=True,
-                 default_permissions=True, use_ino=True, hard_remove=True,
+                 default_permissions=True, use_ino=True, auto_cache=True, hard_remove=True,
                  fsname="passthrough")
