@@ -104,21 +104,26 @@ def start_raw(base: Path) -> Target:
     return Target("raw", d)
 
 
-def start_cryptfs(base: Path, extra: tuple[str, ...] = ()) -> Target:
+def start_cryptfs(base: Path, extra: tuple[str, ...] = (), init_extra: tuple[str, ...] = (),
+                  name: str = "cryptfs") -> Target:
     vault, mnt = base / "vault", base / "mnt"
     mnt.mkdir()
     env = dict(os.environ, CRYPTFS_PASSWORD=PASS, CRYPTFS_TESTONLY_WEAK_KDF="1",
                XDG_CONFIG_HOME=str(base / "xdg"))
-    subprocess.run([PY, "-m", "cryptfs", "init", "--quiet", str(vault)], env=env, check=True,
-                   capture_output=True)
+    subprocess.run([PY, "-m", "cryptfs", "init", "--quiet", *init_extra, str(vault)], env=env,
+                   check=True, capture_output=True)
     proc = subprocess.Popen([PY, "-m", "cryptfs", "mount", "-f", "--no-sync", *extra,
                              str(vault), str(mnt)], env=env, stderr=subprocess.DEVNULL)
     wait_mounted(mnt, proc)
-    return Target("cryptfs" + ("-writeback" if extra else ""), mnt, proc.pid, proc)
+    return Target(name, mnt, proc.pid, proc)
 
 
 def start_cryptfs_writeback(base: Path) -> Target:
-    return start_cryptfs(base, ("--writeback",))
+    return start_cryptfs(base, ("--writeback",), name="cryptfs-writeback")
+
+
+def start_cryptfs_4k(base: Path) -> Target:
+    return start_cryptfs(base, init_extra=("--block-size", "4096"), name="cryptfs-4k")
 
 
 def start_passthrough(base: Path) -> Target:
@@ -179,7 +184,8 @@ def start_rclone(base: Path) -> Target:
 
 
 STARTERS = {"raw": start_raw, "cryptfs": start_cryptfs,
-            "cryptfs-writeback": start_cryptfs_writeback, "py-passthrough": start_passthrough,
+            "cryptfs-writeback": start_cryptfs_writeback, "cryptfs-4k": start_cryptfs_4k,
+            "py-passthrough": start_passthrough,
             "gocryptfs": start_gocryptfs, "securefs": start_securefs,
             "rclone-crypt": start_rclone}
 

@@ -511,6 +511,16 @@ def cmd_audit_remote(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------
+def _block_size(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 4096 or value > 1 << 20 or value & (value - 1):
+        raise argparse.ArgumentTypeError("must be a power of two from 4096 to 1048576")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptfs",
@@ -529,7 +539,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("init", cmd_init, "create an empty vault in BACKING")
     p.add_argument("backing")
     p.add_argument("--quiet", action="store_true", help="print only the recovery key")
-    p.add_argument("--block-size", type=int, default=16384, help=argparse.SUPPRESS)
+    p.add_argument("--block-size", type=_block_size, default=16384, metavar="BYTES",
+                   help="plaintext bytes per encrypted block, a power of two from 4096 to "
+                        "1048576 (default 16384; 4096 suits random I/O such as databases "
+                        "and VM images better, at a cost in sequential speed)")
     p.add_argument("--remote", metavar="REMOTE:PATH", help="remember this rclone remote")
     _add_pass_args(p, masterkey=False)
 

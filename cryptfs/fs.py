@@ -326,15 +326,39 @@ class _Invalidator:
             self._thread.join(5)
             self._thread = None
 
+    # A kernel inode that is still pinned when its name is dropped (the asynchronous
+    # RELEASE of an earlier open holds it) survives and keeps its old size: the drop is
+    # repeated after these delays, and whenever an open of the name is released.
+    REPEAT_AFTER = (0.1, 1.0)
+
     def _run(self) -> None:
-        while (item := self._queue.get()) is not None:
+        repeats: dict[str, list[float]] = {}  # path -> when to drop its top level again
+        while True:
+            timeout = None
+            if repeats:
+                timeout = max(0.0, min(min(t) for t in repeats.values()) - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = ("repeat", "")
+            if item is None:
+                return
+            now = time.monotonic()
+            for path, times in list(repeats.items()):
+                if times[0] <= now:
+                    self._drop_top_level(path)
+                    times.pop(0)
+                    if not times:
+                        del repeats[path]
             kind, path = item
             if kind == "path":
                 ret = self._inval_path(self._fuse_ptr, os.fsencode(path))
                 if ret not in (0, -errno.ENOENT):
                     log.debug("fuse_invalidate_path(%s) = %d", path, ret)
-            if kind == "top" or self.drop_entries:
+            if kind == "top" or (kind == "path" and self.drop_entries):
                 self._drop_top_level(path)
+                if len(repeats) < 10000:
+                    repeats[path] = [now + delay for delay in self.REPEAT_AFTER]
 
     def _drop_top_level(self, path: str) -> None:
         top = path.lstrip("/").split("/", 1)[0]

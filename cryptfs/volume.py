@@ -72,6 +72,9 @@ class Volume:
         self.on_mutation: Callable[[str], None] | None = None  # e.g. schedule a sync
         self.kernel_appends = False  # writeback cache: offsets of O_APPEND come from the kernel
         self._link_names: dict[tuple[int, int], set[str]] = {}
+        # Names whose kernel caches were dropped after a write through another link: an
+        # open of them that is released may have pinned the stale kernel inode meanwhile.
+        self._stale_names: dict[str, float] = {}
         self._table_lock = threading.Lock()
         self._next_fh = itertools.count(1)
         self._reported: set[tuple[str, str]] = set()
@@ -480,8 +483,12 @@ class Volume:
             st = os.fstat(handle.of.fd)
             others |= self._link_names.get((st.st_dev, st.st_ino), set())
         others.discard(handle.path)
+        now = time.monotonic()
         for other in others:
             self.on_change(other)
+            self._stale_names[other] = now
+        if len(self._stale_names) > 1000:
+            self._stale_names = {p: t for p, t in self._stale_names.items() if now - t < 60}
 
     def _note_link_name(self, st: os.stat_result, path: str) -> None:
         """Remember the names seen for multiply-linked files (for ``_changed``)."""
@@ -629,6 +636,12 @@ class Volume:
             handle = self._handles.pop(fh, None)
             if handle is None:
                 return
+            since = self._stale_names.get(handle.path) if self._stale_names else None
+            if since is not None and self.on_change is not None:
+                if time.monotonic() - since < 60:
+                    self.on_change(handle.path)
+                else:
+                    del self._stale_names[handle.path]
             if handle.dirty or handle.flags & os.O_TRUNC:
                 self._mutated(handle.path)
             of = handle.of

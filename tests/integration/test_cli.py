@@ -39,6 +39,16 @@ def test_init_refuses_non_empty(tmp_path: Path) -> None:
     assert b"not empty" in proc.stderr
 
 
+def test_init_block_size(tmp_path: Path) -> None:
+    bad = cryptfs_cmd("init", "--quiet", "--block-size", "5000", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and b"power of two" in bad.stderr
+    assert not (tmp_path / "bad").exists()  # refused before anything was created
+    assert cryptfs_cmd("init", "--quiet", "--block-size", "4096", str(tmp_path / "v"),
+                       check=True).returncode == 0
+    info = cryptfs_cmd("info", str(tmp_path / "v"), check=True)
+    assert b"block size:      4096 bytes" in info.stdout
+
+
 def test_info_needs_no_passphrase(vault_dir: Path) -> None:
     out = cryptfs_cmd("info", str(vault_dir), password=None, check=True).stdout.decode()
     assert "xsalsa20-poly1305" in out and "block size:      16384" in out
