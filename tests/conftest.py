@@ -37,6 +37,16 @@ def cryptfs_cmd(*args: str, password: str | None = PASSWORD, check: bool = False
     return proc
 
 
+def wait_for(check, timeout: float = 30.0, interval: float = 0.2) -> bool:
+    """Poll ``check`` until it is true or ``timeout`` seconds have passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(interval)
+    return bool(check())
+
+
 def is_mounted(path: Path) -> bool:
     target = os.fsencode(os.path.realpath(path))
     with open("/proc/self/mountinfo", "rb") as fh:

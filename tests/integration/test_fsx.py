@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Mount
+from tests.conftest import Mount, wait_for
 from tests.fsx import Fsx
 
 pytestmark = [pytest.mark.mount]
@@ -59,21 +59,12 @@ def test_fsx_with_writeback_cache(vault_dir: Path, tmp_path: Path) -> None:
             assert f.read_text() == "shared" and f.stat().st_size == 6
             with open(g, "a") as fh:
                 fh.write("!")
-            assert _eventually(lambda f=f: f.read_text() == "shared!")
+            assert wait_for(lambda f=f: f.read_text() == "shared!", 5, 0.05)
             assert f.stat().st_size == 7
             with open(g, "r+") as fh:
                 fh.truncate(3)
-            assert _eventually(lambda f=f: f.stat().st_size == 3 and f.read_text() == "sha")
+            assert wait_for(lambda f=f: f.stat().st_size == 3 and f.read_text() == "sha",
+                            5, 0.05)
     finally:
         m.stop()
 
-
-def _eventually(check, timeout: float = 5.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return check()

@@ -15,7 +15,7 @@ import pytest
 from cryptfs.settings import VaultSettings
 from cryptfs.sync import rclone_binary
 from cryptfs.volume import Volume
-from tests.conftest import HAVE_FUSE, PASSWORD, Mount, cryptfs_cmd
+from tests.conftest import HAVE_FUSE, PASSWORD, Mount, cryptfs_cmd, wait_for
 
 pytestmark = [pytest.mark.timeout(180)]
 needs_fuse = pytest.mark.skipif(not HAVE_FUSE, reason="needs FUSE")
@@ -104,13 +104,17 @@ def tree(root: Path) -> dict[str, bytes]:
     return out
 
 
-def wait_for(check, timeout: float = 30.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
+def two_devices(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """Vault A synced to a local remote and cloned as B: (a, b, mount point a, b)."""
+    store = tmp_path / "cloud"
+    a, b = tmp_path / "a", tmp_path / "b"
+    cryptfs_cmd("init", "--quiet", str(a), "--remote", str(store), check=True)
+    cryptfs_cmd("sync", str(a), check=True)
+    assert cryptfs_cmd("clone", str(store), str(b)).returncode == 0
+    ma, mb = tmp_path / "ma", tmp_path / "mb"
+    ma.mkdir()
+    mb.mkdir()
+    return a, b, ma, mb
 
 
 def test_sync_clone_and_audit(tmp_path: Path, remote) -> None:
@@ -378,14 +382,7 @@ def test_unmount_reports_what_could_not_be_uploaded(tmp_path: Path, servers) -> 
 
 @needs_fuse
 def test_two_mounts_against_one_remote(tmp_path: Path) -> None:
-    store = tmp_path / "cloud"
-    a, b = tmp_path / "a", tmp_path / "b"
-    cryptfs_cmd("init", "--quiet", str(a), "--remote", str(store), check=True)
-    cryptfs_cmd("sync", str(a), check=True)
-    assert cryptfs_cmd("clone", str(store), str(b)).returncode == 0
-    ma, mb = tmp_path / "ma", tmp_path / "mb"
-    ma.mkdir()
-    mb.mkdir()
+    a, b, ma, mb = two_devices(tmp_path)
     opts = ("--sync-interval", "0.5", "--poll-interval", "1")
     mount_a = Mount(a, ma, opts).start()
     mount_b = Mount(b, mb, opts).start()
@@ -408,14 +405,7 @@ def test_two_mounts_against_one_remote(tmp_path: Path) -> None:
 def test_writeback_mount_sees_what_a_pull_changed(tmp_path: Path) -> None:
     """With the writeback cache the kernel keeps its own file sizes; a pull that grows or
     shrinks a file the kernel has cached must still show the new bytes, whole."""
-    store = tmp_path / "cloud"
-    a, b = tmp_path / "a", tmp_path / "b"
-    cryptfs_cmd("init", "--quiet", str(a), "--remote", str(store), check=True)
-    cryptfs_cmd("sync", str(a), check=True)
-    assert cryptfs_cmd("clone", str(store), str(b)).returncode == 0
-    ma, mb = tmp_path / "ma", tmp_path / "mb"
-    ma.mkdir()
-    mb.mkdir()
+    a, b, ma, mb = two_devices(tmp_path)
     opts = ("--sync-interval", "0.5", "--poll-interval", "1")
     mount_a = Mount(a, ma, (*opts, "--writeback")).start()
     mount_b = Mount(b, mb, opts).start()
