@@ -72,10 +72,10 @@ class OpenFile:
     # -- reading -------------------------------------------------------------------------
     def read(self, offset: int, size: int) -> bytes:
         """Up to ``size`` plaintext bytes at ``offset`` (fewer at the end of the file)."""
-        out = bytearray(max(0, size))
+        out = bytearray(max(0, min(size, self.size() - offset)))
         out_c = ffi.from_buffer("unsigned char[]", out)
         try:
-            count = self.read_into(offset, size, out_c)
+            count = self.read_into(offset, len(out), out_c)
         finally:
             ffi.release(out_c)
         del out[count:]
