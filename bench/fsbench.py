@@ -112,7 +112,8 @@ def start_cryptfs(base: Path, extra: tuple[str, ...] = (), init_extra: tuple[str
                XDG_CONFIG_HOME=str(base / "xdg"))
     subprocess.run([PY, "-m", "cryptfs", "init", "--quiet", *init_extra, str(vault)], env=env,
                    check=True, capture_output=True)
-    proc = subprocess.Popen([PY, "-m", "cryptfs", "mount", "-f", "--no-sync", *extra,
+    sync = [] if "--sync-interval" in extra else ["--no-sync"]
+    proc = subprocess.Popen([PY, "-m", "cryptfs", "mount", "-f", *sync, *extra,
                              str(vault), str(mnt)], env=env, stderr=subprocess.DEVNULL)
     wait_mounted(mnt, proc)
     return Target(name, mnt, proc.pid, proc)
@@ -120,6 +121,12 @@ def start_cryptfs(base: Path, extra: tuple[str, ...] = (), init_extra: tuple[str
 
 def start_cryptfs_writeback(base: Path) -> Target:
     return start_cryptfs(base, ("--writeback",), name="cryptfs-writeback")
+
+
+def start_cryptfs_sync(base: Path) -> Target:
+    """Mounted with a remote (a local folder): the daemon syncs while the workloads run."""
+    return start_cryptfs(base, ("--sync-interval", "2", "--poll-interval", "30"),
+                         init_extra=("--remote", str(base / "cloud")), name="cryptfs-sync")
 
 
 def start_cryptfs_4k(base: Path) -> Target:
@@ -185,6 +192,7 @@ def start_rclone(base: Path) -> Target:
 
 STARTERS = {"raw": start_raw, "cryptfs": start_cryptfs,
             "cryptfs-writeback": start_cryptfs_writeback, "cryptfs-4k": start_cryptfs_4k,
+            "cryptfs-sync": start_cryptfs_sync,
             "py-passthrough": start_passthrough,
             "gocryptfs": start_gocryptfs, "securefs": start_securefs,
             "rclone-crypt": start_rclone}
