@@ -34,6 +34,10 @@ PY = sys.executable
 BIN = Path(sys.executable).parent
 PASS = "bench passphrase"
 
+# Everything after this line in the results file is kept when the tables are regenerated
+# (the analysis against the targets, the extra runs).
+KEEP_MARK = "<!-- regenerated above by bench/fsbench.py; kept below -->"
+
 WORKLOADS = [
     ("seq_write", "MiB/s", True), ("seq_read_cold", "MiB/s", True),
     ("seq_read_warm", "MiB/s", True), ("rand_write", "4K ops/s", True),
@@ -394,7 +398,10 @@ def main() -> int:
             lines += table(where, medians, args.reps)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    out = Path(args.out)
+    kept = out.read_text().split(KEEP_MARK, 1)[1] if out.exists() and \
+        KEEP_MARK in out.read_text() else "\n"
+    out.write_text("\n".join(lines) + "\n\n" + KEEP_MARK + kept)
     print("\n".join(lines))
     return 0
 
