@@ -92,7 +92,7 @@ class PathMapper:
             self._ivs.clear()
             self._entries.clear()
             self._aliases.clear()
-            self._plain_names.clear()
+            # _plain_names stays: a (dir IV, encrypted name) pair means one name for ever.
 
     def forget_dir(self, backing_dir: str) -> None:
         """A directory went away: entries below it are re-derived on their next use."""

@@ -476,8 +476,8 @@ class Volume:
     def _changed(self, handle: _Handle) -> None:
         """After a write: other names of the same inode (hard links) hold stale kernel
         caches, because libfuse gives each name its own kernel inode."""
-        if self.on_change is None:
-            return
+        if self.on_change is None or (len(handle.of.paths) == 1 and not self._link_names):
+            return  # the usual case: one name, no hard links seen
         others = set(handle.of.paths)
         if self._link_names:
             st = os.fstat(handle.of.fd)
