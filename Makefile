@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEB_PACKAGES := fuse3 libfuse3-3 git sqlite3 rsync tar attr
+DEB_PACKAGES := fuse3 libfuse3-3 libfuse3-dev pkg-config gcc python3-dev git sqlite3 rsync tar attr
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: install system-deps demo test test-heavy lint bench clean

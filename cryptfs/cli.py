@@ -74,7 +74,8 @@ def cmd_init(args: argparse.Namespace) -> int:
         from .sync import check_location
 
         check_location(args.remote, "remote")
-    _, master_key = Volume.initialize(args.backing, passphrase, block_size=args.block_size)
+    _, master_key = Volume.initialize(args.backing, passphrase, block_size=args.block_size,
+                                      max_path=args.max_path)
     if args.remote:
         from .settings import VaultSettings
 
@@ -99,24 +100,18 @@ def cmd_mount(args: argparse.Namespace) -> int:
 
     m.check_fuse_available()
     m.check_mountpoint(args.mountpoint, args.backing)
-    owner = None
-    if os.geteuid() == 0:
-        def owner():
-            from .fs import caller_identity
-
-            return caller_identity()
     sync_setup = _prepare_autosync(args)
-    volume = _unlock(args, read_only=args.read_only, owner=owner)
+    volume = _unlock(args, read_only=args.read_only)
     opts = m.fuse_options(args.backing, args.read_only, args.o or [])
     if args.writeback:
         opts["writeback"] = True
         opts["subtype"] = m.WRITEBACK_SUBTYPE  # so 'cryptfs sync' can tell (see _run_sync)
     setup = (lambda: sync_setup(volume)) if sync_setup else None
     if args.foreground:
-        m.mount_foreground(volume, args.mountpoint, opts, args.single_threaded, setup)
+        m.mount_foreground(volume, args.mountpoint, opts, setup)
         return 0
     pid = m.mount_background(volume, args.mountpoint, opts, log_file=args.log,
-                             single_threaded=args.single_threaded, sync_setup=setup)
+                             sync_setup=setup)
     if not args.quiet:
         print(f"Mounted {args.backing} on {args.mountpoint} (daemon pid {pid}).")
     return 0
@@ -142,27 +137,14 @@ def _prepare_autosync(args: argparse.Namespace):
         from .autosync import AutoSync
 
         syncer = Syncer(args.backing, VaultSettings.load(args.backing),
-                        rclone_config=args.rclone_config, names=volume.names)
+                        rclone_config=args.rclone_config, volume=volume)
 
-        def run_sync() -> None:
-            if not volume.kernel_appends:
-                syncer.bisync()  # the kernel re-reads sizes within the 1 s attr timeout
-                return
-            # Writeback cache: the kernel keeps its own sizes, so whatever the pull
-            # changed must be named to it (backing.snapshot; fs._Invalidator).
-            from .backing import changed_top_names, snapshot
-
-            before = snapshot(volume.backing)
-            try:
-                syncer.bisync()
-            finally:
-                volume.forget_external_changes(
-                    changed_top_names(before, snapshot(volume.backing)))
-
-        return AutoSync(run_sync, syncer.settings, interval=args.sync_interval,
+        # A pull replaces files by new backing inodes, so the kernel, which holds
+        # entries and attributes for 1 s, never mixes old sizes with new contents.
+        return AutoSync(syncer.bisync, syncer.settings, interval=args.sync_interval,
                         poll_interval=args.poll_interval,
                         busy=volume.has_dirty_handles,
-                        after_sync=volume.mapper.clear_caches)
+                        after_sync=volume.clear_caches)
     return setup
 
 
@@ -209,11 +191,12 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     cfg = VaultConfig.load(args.backing)
     print(f"vault:           {os.path.abspath(args.backing)}")
-    print("format version:  1")
+    print("format version:  2")
+    print(f"vault id:        {cfg.vault_id.hex()}")
     print("cipher:          xsalsa20-poly1305 (libsodium secretbox), per-file keys")
     print(f"block size:      {cfg.block_size} bytes (+40 bytes per block on disk)")
-    print("names:           SIV secretbox, base64url, padded to "
-          f"{cfg.name_padding} bytes, long names over {cfg.long_name_max} bytes")
+    print("names:           SIV (BLAKE2b + XSalsa20), base32, padded to 16 bytes; "
+          f"backing paths at most {cfg.max_path} characters")
     print(f"KDF:             argon2id, opslimit {cfg.kdf.opslimit}, "
           f"memlimit {cfg.kdf.memlimit // 1024} KiB")
     print(f"features:        {', '.join(cfg.features) or '(none)'}")
@@ -228,24 +211,22 @@ def _mode_char(mode: int) -> str:
 def cmd_ls(args: argparse.Namespace) -> int:
     vol = _unlock(args, read_only=True)
     top = _plain(args.path)
-    attrs = vol.getattr(top)
-    if not stat.S_ISDIR(attrs["st_mode"]):
+    attrs = vol.stat(top)
+    if not stat.S_ISDIR(attrs.mode):
         print(top)
         return 0
     tops = [t for t, _, _ in vol.walk(top)] if args.recursive else [top]
     for index, directory in enumerate(tops):
         if args.recursive:
             print(("\n" if index else "") + f"{directory}:")
-        for name in vol.listdir(directory):
-            full = posixpath.join(directory, name)
-            a = vol.getattr(full)
-            suffix = "/" if stat.S_ISDIR(a["st_mode"]) else ""
+        for name, a in vol.scandir(directory):
+            suffix = "/" if stat.S_ISDIR(a.mode) else ""
             if args.long:
-                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(a["st_mtime"] / 1e9))
-                line = (f"{_mode_char(a['st_mode'])}{stat.filemode(a['st_mode'])[1:]} "
-                        f"{a['st_size']:>12} {when} {name}{suffix}")
-                if stat.S_ISLNK(a["st_mode"]):
-                    line += f" -> {vol.readlink(full)}"
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.mtime_ns / 1e9))
+                line = (f"{_mode_char(a.mode)}{stat.filemode(a.mode)[1:]} "
+                        f"{a.size:>12} {when} {name}{suffix}")
+                if stat.S_ISLNK(a.mode):
+                    line += f" -> {os.fsdecode(vol.readlink(a.ino))}"
                 print(line)
             else:
                 print(name + suffix)
@@ -255,12 +236,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_cat(args: argparse.Namespace) -> int:
     vol = _unlock(args, read_only=True)
     path = _plain(args.path)
-    fh = vol.open(path, os.O_RDONLY)
+    fh = vol.open(vol.resolve(path), os.O_RDONLY)
     out = sys.stdout.buffer
     try:
         offset = 0
         while True:
-            chunk = vol.read(fh, 1 << 20, offset)
+            chunk = vol.read(fh, offset, 1 << 20)
             if not chunk:
                 break
             out.write(chunk)
@@ -273,9 +254,10 @@ def cmd_cat(args: argparse.Namespace) -> int:
 
 def cmd_encrypt_name(args: argparse.Namespace) -> int:
     vol = _unlock(args, read_only=True)
-    rel = os.path.relpath(vol.mapper.path(_plain(args.plain_path)), vol.backing)
-    # Encrypted names may start with "-": print them so they can be pasted as arguments.
-    print("./" + rel if rel.startswith("-") else rel)
+    path = _plain(args.plain_path)
+    print(vol.backing_path_of(path))
+    if path != "/" and stat.S_ISDIR(vol.stat(path).mode):
+        print(vol.storage_path_of(path))  # where its entries live
     return 0
 
 
@@ -287,14 +269,10 @@ def cmd_decrypt_name(args: argparse.Namespace) -> int:
     parts = [p for p in rel.split("/") if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise CryptfsError("backing path must stay inside the vault")
-    current = vol.backing
-    plain: list[str] = []
-    for part in parts:
-        iv = vol.mapper.dir_iv(current)
-        name = vol.mapper.decrypt_entry_name(current, iv, part)
-        plain.append(os.fsdecode(name))
-        current = os.path.join(current, part)
-    print("/" + "/".join(plain))
+    try:
+        print(vol.plain_path_of("/".join(parts)))
+    except OSError as exc:
+        raise CryptfsError(f"{rel}: {exc.strerror}") from None
     return 0
 
 
@@ -303,9 +281,10 @@ def cmd_fsck(args: argparse.Namespace) -> int:
 
     from .fsck import Checker, terminal_progress
 
-    vol = _unlock(args, read_only=not args.quarantine)
+    vol = _unlock(args, read_only=not (args.quarantine or args.repair))
     progress = None if args.json else terminal_progress
-    report = Checker(vol, quarantine=args.quarantine, progress=progress).run()
+    report = Checker(vol, quarantine=args.quarantine, repair=args.repair,
+                     progress=progress).run()
     if progress and sys.stderr.isatty():
         sys.stderr.write("\n")
     if args.json:
@@ -314,20 +293,24 @@ def cmd_fsck(args: argparse.Namespace) -> int:
         for p in report.problems:
             where = p.plain_path or "(unknown plaintext path)"
             moved = f"  -> moved to {p.quarantined_to}" if p.quarantined_to else ""
-            print(f"{p.kind}: {where}\n    backing: {p.backing_path}\n    {p.detail}{moved}")
+            fixed = f"  -> repaired: {p.repaired}" if p.repaired else ""
+            print(f"{p.kind}: {where}\n    backing: {p.backing_path}\n    {p.detail}"
+                  f"{moved}{fixed}")
         status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+        if report.problems and not report.unrepaired:
+            status += ", all repaired or moved aside"
         print(f"fsck: {report.dirs} dirs, {report.files} files, {report.symlinks} symlinks, "
               f"{report.bytes_checked / 2**20:.1f} MiB checked: {status}")
-    return 0 if report.ok else int(ExitCode.INTEGRITY)
+    return 0 if not report.unrepaired else int(ExitCode.INTEGRITY)
 
 
-def _syncer(args: argparse.Namespace, names=None):
+def _syncer(args: argparse.Namespace, volume=None):
     from .settings import VaultSettings
     from .sync import Syncer
 
     VaultConfig.load(args.backing)
     return Syncer(args.backing, VaultSettings.load(args.backing), remote=args.remote,
-                  rclone_config=args.rclone_config, names=names)
+                  rclone_config=args.rclone_config, volume=volume)
 
 
 def _run_sync(args: argparse.Namespace, verb: str) -> int:
@@ -340,8 +323,8 @@ def _run_sync(args: argparse.Namespace, verb: str) -> int:
             f"{args.backing} is mounted on {where} with --writeback: the kernel keeps its "
             "own file sizes there, so a sync from outside the mount could show pulled "
             "files cut short. Let the mount sync (mount --remote), or unmount first")
-    vol = _unlock(args, read_only=True)  # to name conflict copies (and check the key)
-    syncer = _syncer(args, vol.names)
+    vol = _unlock(args)  # to name conflict copies (and check the key)
+    syncer = _syncer(args, vol)
     tty = sys.stderr.isatty()
 
     def progress(p) -> None:
@@ -480,7 +463,7 @@ def cmd_audit_remote(args: argparse.Namespace) -> int:
     from .fsck import Checker, Problem
 
     vol = _unlock(args, read_only=True)
-    syncer = _syncer(args, vol.names)
+    syncer = _syncer(args, vol)
     temp = tempfile.mkdtemp(prefix="cryptfs-audit-")
     try:
         syncer.download_to(temp)
@@ -521,6 +504,18 @@ def _block_size(text: str) -> int:
     return value
 
 
+def _max_path(text: str) -> int:
+    from .layout import MAX_MAX_PATH, MIN_MAX_PATH
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not MIN_MAX_PATH <= value <= MAX_MAX_PATH:
+        raise argparse.ArgumentTypeError(f"must be from {MIN_MAX_PATH} to {MAX_MAX_PATH}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cryptfs",
@@ -543,6 +538,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="plaintext bytes per encrypted block, a power of two from 4096 to "
                         "1048576 (default 16384; 4096 suits random I/O such as databases "
                         "and VM images better, at a cost in sequential speed)")
+    p.add_argument("--max-path", type=_max_path, default=250, metavar="CHARS",
+                   help="longest path the vault may use in the cloud, relative to its "
+                        "folder (default 250; lower it for a provider or sync client with "
+                        "a tighter limit, e.g. Windows' 260 minus the sync folder's path)")
     p.add_argument("--remote", metavar="REMOTE:PATH", help="remember this rclone remote")
     _add_pass_args(p, masterkey=False)
 
@@ -555,7 +554,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", action="append", metavar="OPT[,OPT]",
                    help="FUSE mount options, e.g. allow_other")
     p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
-    p.add_argument("--single-threaded", action="store_true", help="serve one request at a time")
     p.add_argument("--writeback", action="store_true",
                    help="kernel writeback cache: small writes merged (faster untar); write "
                         "errors show at fsync, unflushed data is lost if the daemon is "
@@ -626,11 +624,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("status", cmd_status, "remote, last sync, pending changes, last error")
     p.add_argument("backing")
 
-    p = add("fsck", cmd_fsck, "check every name, IV, sidecar, symlink and block (offline)")
+    p = add("fsck", cmd_fsck, "check every name, directory, back-reference, symlink, block "
+                              "and attribute (offline)")
     p.add_argument("backing")
     p.add_argument("--json", action="store_true", help="machine-readable report on stdout")
     p.add_argument("--quarantine", metavar="DIR",
                    help="move unreadable backing entries into DIR (outside the vault)")
+    p.add_argument("--repair", action="store_true",
+                   help="fix the structure: reattach orphaned directories (where their "
+                        "back-reference says, else under /lost+found), rewrite stale "
+                        "back-references, remove leftovers")
     _add_pass_args(p)
 
     p = add("encrypt-name", cmd_encrypt_name, "backing path of a plaintext path")

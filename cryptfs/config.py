@@ -18,24 +18,24 @@ from typing import Any
 from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
 from nacl.exceptions import CryptoError
 
-from . import keys
+from . import keys, layout
 from .errors import ConfigError, WrongPassphraseError
 
 CONFIG_NAME = "cryptfs.conf"
 BACKUP_NAME = "cryptfs.conf.bak"  # exists only while cryptfs passwd runs
-CONFIG_VERSION = 1
-FORMAT_VERSION = 1
+CONFIG_VERSION = 2
+FORMAT_VERSION = 2
 CIPHER = "xsalsa20-poly1305"
 KDF_ALGORITHM = "argon2id13"
 MAX_CONFIG_BYTES = 64 * 1024
 DEFAULT_BLOCK_SIZE = 16384
-DEFAULT_NAME_PADDING = 32
-DEFAULT_LONG_NAME_MAX = 255
+DEFAULT_MAX_PATH = layout.DEFAULT_MAX_PATH
+VAULT_ID_LEN = 16
 KNOWN_FEATURES: frozenset[str] = frozenset()
 
 _FIELDS = {
-    "cryptfs": int, "format_version": int, "cipher": str, "block_size": int,
-    "name_padding": int, "long_name_max": int, "features": list, "kdf": dict,
+    "cryptfs": int, "format_version": int, "cipher": str, "vault_id": str,
+    "block_size": int, "max_path": int, "features": list, "kdf": dict,
     "wrapped_master_key": str, "mac": str,
 }
 
@@ -62,9 +62,9 @@ def _canonical(obj: dict[str, Any]) -> bytes:
 class VaultConfig:
     """The parsed, validated config. Holds no secrets: the master key stays wrapped."""
 
+    vault_id: bytes
     block_size: int
-    name_padding: int
-    long_name_max: int
+    max_path: int
     kdf: keys.KdfParams
     wrapped_master_key: bytes
     mac: bytes = b""
@@ -76,9 +76,9 @@ class VaultConfig:
             "cryptfs": CONFIG_VERSION,
             "format_version": FORMAT_VERSION,
             "cipher": CIPHER,
+            "vault_id": b64u_encode(self.vault_id),
             "block_size": self.block_size,
-            "name_padding": self.name_padding,
-            "long_name_max": self.long_name_max,
+            "max_path": self.max_path,
             "features": list(self.features),
             "kdf": {
                 "algorithm": KDF_ALGORITHM,
@@ -138,12 +138,13 @@ class VaultConfig:
     @classmethod
     def create(cls, master_key: bytes, passphrase: bytes, *,
                block_size: int = DEFAULT_BLOCK_SIZE,
-               name_padding: int = DEFAULT_NAME_PADDING,
-               long_name_max: int = DEFAULT_LONG_NAME_MAX,
+               max_path: int = DEFAULT_MAX_PATH,
                kdf: keys.KdfParams | None = None,
-               wrap_nonce: bytes | None = None) -> VaultConfig:
+               wrap_nonce: bytes | None = None,
+               vault_id: bytes | None = None) -> VaultConfig:
         kdf = kdf or keys.KdfParams.fresh()
-        cfg = cls(block_size, name_padding, long_name_max, kdf,
+        vault_id = vault_id or os.urandom(VAULT_ID_LEN)
+        cfg = cls(vault_id, block_size, max_path, kdf,
                   _wrap(master_key, passphrase, kdf, wrap_nonce))
         cfg.check_layout()
         return cfg.sealed(master_key)
@@ -152,10 +153,11 @@ class VaultConfig:
         b = self.block_size
         if not (4096 <= b <= 1 << 20 and b & (b - 1) == 0):
             raise ConfigError(f"block_size {b} must be a power of two in 4096..1048576")
-        if self.name_padding not in (16, 32, 64):
-            raise ConfigError(f"name_padding {self.name_padding} must be 16, 32 or 64")
-        if not 64 <= self.long_name_max <= 255:
-            raise ConfigError(f"long_name_max {self.long_name_max} must be in 64..255")
+        lo, hi = layout.MIN_MAX_PATH, layout.MAX_MAX_PATH
+        if not lo <= self.max_path <= hi:
+            raise ConfigError(f"max_path {self.max_path} must be in {lo}..{hi}")
+        if len(self.vault_id) != VAULT_ID_LEN:
+            raise ConfigError("vault_id must be 16 bytes")
         unknown = set(self.features) - KNOWN_FEATURES
         if unknown:
             raise ConfigError(
@@ -176,6 +178,12 @@ class VaultConfig:
             raise ConfigError(f"config file is not valid JSON: {exc}") from None
         if not isinstance(obj, dict):
             raise ConfigError("config file is not a JSON object")
+        if obj.get("cryptfs") == 1 or obj.get("format_version") == 1:
+            raise ConfigError(
+                "this vault uses format 1 (cryptfs 0.1), which this version no longer "
+                "reads; mount it with cryptfs 0.1 and copy its files into a new vault "
+                "made with 'cryptfs init'"
+            )
         if set(obj) != set(_FIELDS):
             missing = sorted(set(_FIELDS) - set(obj))
             extra = sorted(set(obj) - set(_FIELDS))
@@ -200,13 +208,14 @@ class VaultConfig:
             raise ConfigError("features must be strings")
         try:
             salt = b64u_decode(kdf["salt"])
+            vault_id = b64u_decode(obj["vault_id"])
             wrapped = b64u_decode(obj["wrapped_master_key"])
             mac = bytes.fromhex(obj["mac"])
         except (ValueError, TypeError):
             raise ConfigError("config has a malformed salt, key or mac") from None
         params = keys.KdfParams(kdf["opslimit"], kdf["memlimit"], salt)
         params.check()
-        cfg = cls(obj["block_size"], obj["name_padding"], obj["long_name_max"], params,
+        cfg = cls(vault_id, obj["block_size"], obj["max_path"], params,
                   wrapped, mac, tuple(obj["features"]))
         cfg.check_layout()
         if len(mac) != 32:

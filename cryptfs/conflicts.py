@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 # rclone bisync (ours: "cryptfsconflict", its default: "conflict", "..path1"),
 # Syncthing, Dropbox and Nextcloud/ownCloud.
-_BASE = r"^(?P<base>(?:cryptfs\.L\.)?[A-Za-z0-9_-]+)"
+_BASE = r"^(?P<base>[a-z2-7]+(?:\.[dln])?)"
 _PATTERNS = [
     re.compile(_BASE + r"\.(?:cryptfsconflict|conflict)\d+$"),
     re.compile(_BASE + r"\.\.path[12]$"),

@@ -16,7 +16,7 @@ from nacl._sodium import ffi, lib
 
 from .errors import IntegrityError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 HEADER_LEN = 18
 NONCE_LEN = 24
 TAG_LEN = 16

@@ -16,8 +16,12 @@ from nacl.bindings import crypto_pwhash_alg, crypto_pwhash_ALG_ARGON2ID13
 from .errors import ConfigError
 
 KEY_BYTES = 32
-SUBKEY_PREFIX = b"cryptfs/v1/"
-SUBKEY_CONTEXTS = ("content", "name-siv", "name", "dir-iv", "symlink", "config-mac")
+SUBKEY_PREFIX = b"cryptfs/v2/"
+SUBKEY_CONTEXTS = (
+    "content", "name-mac", "name-enc", "dir-id", "storage", "dirref-mac", "dirref-enc",
+    "backref-mac", "backref-enc", "node-mac", "node-enc", "symlink", "xattr", "xattr-loc",
+    "config-mac",
+)
 
 # Bounds checked before the KDF runs, so a hostile config cannot make us allocate
 # terabytes or spin for hours.
@@ -98,3 +102,28 @@ def parse_recovery_key(text: str) -> bytes:
     if len(key) != KEY_BYTES:
         raise ConfigError("recovery key must be 64 hexadecimal digits")
     return key
+
+
+@dataclass(frozen=True)
+class Subkeys:
+    """Every subkey of one master key, derived once (docs/FORMAT.md §2)."""
+
+    content: bytes
+    name_mac: bytes
+    name_enc: bytes
+    dir_id: bytes
+    storage: bytes
+    dirref_mac: bytes
+    dirref_enc: bytes
+    backref_mac: bytes
+    backref_enc: bytes
+    node_mac: bytes
+    node_enc: bytes
+    symlink: bytes
+    xattr: bytes
+    xattr_loc: bytes
+
+    @classmethod
+    def derive(cls, master_key: bytes) -> Subkeys:
+        return cls(*(derive_subkey(master_key, ctx) for ctx in SUBKEY_CONTEXTS
+                     if ctx != "config-mac"))

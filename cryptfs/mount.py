@@ -140,11 +140,8 @@ def harden_process() -> None:
 
 
 def fuse_options(backing: str, read_only: bool, extra: list[str]) -> dict[str, Any]:
-    fsname = fsname_for(backing)
-    # auto_cache: keep file pages cached across opens unless the backing file's mtime or
-    # size changed (a sync pull changes both), so warm reads come from the page cache.
-    opts: dict[str, Any] = {"fsname": fsname, "subtype": "cryptfs",
-                            "default_permissions": True, "use_ino": True, "auto_cache": True}
+    """The mount's options: fsname/subtype, read-only, and the user's ``-o`` list."""
+    opts: dict[str, Any] = {"fsname": fsname_for(backing), "subtype": "cryptfs"}
     if read_only:
         opts["ro"] = True
     for item in extra:
@@ -154,21 +151,25 @@ def fuse_options(backing: str, read_only: bool, extra: list[str]) -> dict[str, A
     return opts
 
 
-def _serve(volume: Volume, mountpoint: str, opts: dict[str, Any], single_threaded: bool,
+def _serve(volume: Volume, mountpoint: str, opts: dict[str, Any],
            on_ready: Callable[[], None] | None, sync_setup: Callable[[], Any] | None = None
            ) -> None:
     try:
-        from . import fs
-    except OSError as exc:
-        raise MountError(f"cannot load libfuse ({exc}); install the 'fuse3' package") from None
+        from . import fuse
+    except (OSError, ImportError) as exc:
+        raise MountError(f"cannot load libfuse 3 ({exc}); install the 'fuse3' package") \
+            from None
     pidfile = pidfile_for(mountpoint)
     pidfile.write_text(f"{os.getpid()}\n")
     try:
         autosync = sync_setup() if sync_setup else None
         opts = dict(opts)
         writeback = bool(opts.pop("writeback", False))
-        fs.serve(volume, mountpoint, opts, single_threaded=single_threaded, on_ready=on_ready,
-                 autosync=autosync, writeback=writeback)
+        fsname = opts.pop("fsname")
+        subtype = opts.pop("subtype")
+        read_only = bool(opts.pop("ro", False)) or volume.read_only
+        fuse.serve(volume, mountpoint, fsname=fsname, subtype=subtype, read_only=read_only,
+                   extra=opts, on_ready=on_ready, autosync=autosync, writeback=writeback)
     except RuntimeError as exc:
         raise MountError(f"FUSE mount of {mountpoint} failed ({exc}); see the log") from None
     finally:
@@ -179,15 +180,13 @@ def _serve(volume: Volume, mountpoint: str, opts: dict[str, Any], single_threade
 
 
 def mount_foreground(volume: Volume, mountpoint: str, opts: dict[str, Any],
-                     single_threaded: bool = False,
                      sync_setup: Callable[[], Any] | None = None) -> None:
     harden_process()
-    _serve(volume, mountpoint, opts, single_threaded, None, sync_setup)
+    _serve(volume, mountpoint, opts, None, sync_setup)
 
 
 def mount_background(volume: Volume, mountpoint: str, opts: dict[str, Any], *,
-                     log_file: str | None, single_threaded: bool = False,
-                     timeout: float = READY_TIMEOUT,
+                     log_file: str | None, timeout: float = READY_TIMEOUT,
                      sync_setup: Callable[[], Any] | None = None) -> int:
     """Fork a daemon that serves the mount; return its pid once the mount is live."""
     read_fd, write_fd = os.pipe()
@@ -203,7 +202,7 @@ def mount_background(volume: Volume, mountpoint: str, opts: dict[str, Any], *,
             def ready() -> None:
                 os.write(write_fd, b"OK\n")
 
-            _serve(volume, mountpoint, opts, single_threaded, ready, sync_setup)
+            _serve(volume, mountpoint, opts, ready, sync_setup)
             code = 0
         except BaseException as exc:  # report anything to the parent, then exit
             msg = str(exc) or exc.__class__.__name__

@@ -1,45 +1,25 @@
-"""Name cipher: deterministic, authenticated, directory-bound names; symlink targets.
+"""Name cipher: encrypted entry names, directory ids and storage folder names.
 
-Pure: no filesystem access. Layout in docs/FORMAT.md §5-6.
+Pure: no filesystem access. Layout in docs/FORMAT.md §5.1 and §6.1: a name is sealed with
+the SIV of ``siv.py`` under its directory's id, so it is deterministic (two devices agree),
+authenticated, bound to its directory, padded to 16-byte buckets and written in lowercase
+base32 (52 characters for names of up to 16 bytes).
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import os
+import struct
 
-from nacl.bindings import crypto_secretbox_easy, crypto_secretbox_open_easy
-from nacl.exceptions import CryptoError
+from . import siv
+from .errors import BadNameError, IntegrityError
+from .keys import Subkeys
 
-from .config import b64u_decode, b64u_encode
-from .errors import BadNameError
-from .keys import mac_equal
-
-DIRIV_NAME = "cryptfs.diriv"
-DIRIV_LEN = 16
-LONG_PREFIX = "cryptfs.L."
-LONG_SUFFIX = ".name"
-HIDDEN_PREFIX = "cryptfs.hidden."
-FUSE_HIDDEN_PREFIX = b".fuse_hidden"
+DIR_ID_LEN = 16
+NAME_PADDING = 16
 MAX_NAME_BYTES = 255
-MAX_SYMLINK_TARGET = 3000
-SYMLINK_PADDING = 32
-SIV_LEN = 24
-TAG_LEN = 16
-
-
-def is_reserved(backing_name: str) -> bool:
-    """Backing names cryptfs uses for itself (never produced by name encryption)."""
-    return "." in backing_name
-
-
-def is_long_entry(backing_name: str) -> bool:
-    return backing_name.startswith(LONG_PREFIX) and not backing_name.endswith(LONG_SUFFIX)
-
-
-def sidecar_of(long_entry: str) -> str:
-    return long_entry + LONG_SUFFIX
+STORAGE_NAME_LEN = 32
 
 
 def check_plain_name(name: bytes) -> None:
@@ -50,107 +30,59 @@ def check_plain_name(name: bytes) -> None:
         raise OSError(errno.EINVAL, "invalid name")
 
 
+def encrypted_length(name_len: int) -> int:
+    """Characters of the encrypted form of a ``name_len``-byte name (FORMAT.md §6.1)."""
+    raw = siv.TAG_LEN + name_len + (-name_len % NAME_PADDING)
+    return (raw * 8 + 4) // 5
+
+
 class NameCipher:
-    """Encrypts names within a directory, derives directory IVs, encrypts symlink targets."""
+    """Encrypts names within a directory; derives directory ids and storage names."""
 
-    def __init__(self, siv_key: bytes, name_key: bytes, dir_iv_key: bytes,
-                 symlink_key: bytes, padding: int = 32, long_name_max: int = 255,
-                 rng=os.urandom) -> None:
-        self._siv_key = siv_key
-        self._name_key = name_key
-        self._dir_iv_key = dir_iv_key
-        self._symlink_key = symlink_key
-        self.padding = padding
-        self.long_name_max = long_name_max
-        self._rng = rng
+    def __init__(self, keys: Subkeys) -> None:
+        self._mac = keys.name_mac
+        self._enc = keys.name_enc
+        self._dir_id_key = keys.dir_id
+        self._storage_key = keys.storage
+        self.root_id = hashlib.blake2b(b"root", key=self._dir_id_key,
+                                       digest_size=DIR_ID_LEN).digest()
 
-    # -- directory IVs ---------------------------------------------------------------
-    def root_iv(self) -> bytes:
-        return hashlib.blake2b(b"root", key=self._dir_iv_key, digest_size=DIRIV_LEN).digest()
+    # -- directories -----------------------------------------------------------------
+    def child_id(self, parent_id: bytes, generation: int, name: bytes) -> bytes:
+        """Id of directory ``name`` made in ``parent_id`` at ``generation`` (FORMAT.md §5.1)."""
+        return hashlib.blake2b(parent_id + struct.pack("<I", generation) + name,
+                               key=self._dir_id_key, digest_size=DIR_ID_LEN).digest()
 
-    def child_iv(self, parent_iv: bytes, name: bytes) -> bytes:
-        """Deterministic, so two devices that mkdir the same path agree (FORMAT.md §5.2)."""
-        return hashlib.blake2b(parent_iv + name, key=self._dir_iv_key,
-                               digest_size=DIRIV_LEN).digest()
+    def storage_name(self, dir_id: bytes) -> str:
+        """The 32-character name of a directory's storage folder."""
+        return siv.b32encode(hashlib.blake2b(dir_id, key=self._storage_key,
+                                             digest_size=20).digest())
 
     # -- entry names -------------------------------------------------------------------
-    def _pad(self, name: bytes) -> bytes:
-        return name + b"\0" * (-len(name) % self.padding)
-
-    def _siv(self, dir_iv: bytes, padded: bytes) -> bytes:
-        return hashlib.blake2b(dir_iv + padded, key=self._siv_key, digest_size=SIV_LEN).digest()
-
-    def encrypt(self, dir_iv: bytes, name: bytes) -> str:
-        """The full encrypted form E of ``name`` in the directory with IV ``dir_iv``."""
+    def encrypt(self, dir_id: bytes, name: bytes) -> str:
+        """``E(dir, name)``: the full encrypted form of ``name`` in directory ``dir_id``."""
         check_plain_name(name)
-        padded = self._pad(name)
-        siv = self._siv(dir_iv, padded)
-        return b64u_encode(siv + crypto_secretbox_easy(padded, siv, self._name_key))
+        padded = name + b"\0" * (-len(name) % NAME_PADDING)
+        return siv.b32encode(siv.seal(self._mac, self._enc, dir_id, padded))
 
-    def decrypt(self, dir_iv: bytes, encrypted: str) -> bytes:
+    def decrypt(self, dir_id: bytes, encrypted: str) -> bytes:
         """Plain name of ``encrypted``; BadNameError unless it was made for this directory."""
         try:
-            raw = b64u_decode(encrypted)
+            raw = siv.b32decode(encrypted)
         except ValueError:
-            raise BadNameError("not a cryptfs name (bad base64)") from None
-        body = len(raw) - SIV_LEN - TAG_LEN
-        if body <= 0 or body % self.padding:
+            raise BadNameError("not a cryptfs name (bad base32)") from None
+        body = len(raw) - siv.TAG_LEN
+        if body <= 0 or body % NAME_PADDING:
             raise BadNameError("not a cryptfs name (bad length)")
-        siv = raw[:SIV_LEN]
         try:
-            padded = crypto_secretbox_open_easy(raw[SIV_LEN:], siv, self._name_key)
-        except CryptoError:
-            raise BadNameError("name failed authentication") from None
-        if not mac_equal(self._siv(dir_iv, padded), siv):
-            raise BadNameError("name belongs to another directory")
+            padded = siv.open_(self._mac, self._enc, dir_id, raw)
+        except IntegrityError:
+            raise BadNameError("name does not authenticate in this directory") from None
         name = padded.rstrip(b"\0")
-        if b"\0" in name or len(padded) - len(name) >= self.padding:
+        if len(padded) - len(name) >= NAME_PADDING:
             raise BadNameError("name has invalid padding")
-        check_name_or_integrity(name)
-        return name
-
-    def backing_name(self, dir_iv: bytes, name: bytes) -> tuple[str, str | None]:
-        """(entry name in the backing dir, full encrypted name if a sidecar is needed)."""
-        encrypted = self.encrypt(dir_iv, name)
-        if len(encrypted) <= self.long_name_max:
-            return encrypted, None
-        return long_entry_name(encrypted), encrypted
-
-    # -- symlink targets ---------------------------------------------------------------
-    def encrypt_symlink(self, target: bytes) -> str:
-        if len(target) > MAX_SYMLINK_TARGET:
-            raise OSError(errno.ENAMETOOLONG, "symlink target too long")
-        if not target or b"\0" in target:
-            raise OSError(errno.EINVAL, "invalid symlink target")
-        padded = target + b"\0" * (-len(target) % SYMLINK_PADDING)
-        nonce = self._rng(SIV_LEN)
-        return b64u_encode(nonce + crypto_secretbox_easy(padded, nonce, self._symlink_key))
-
-    def decrypt_symlink(self, stored: str) -> bytes:
         try:
-            raw = b64u_decode(stored)
-            target = crypto_secretbox_open_easy(raw[SIV_LEN:], raw[:SIV_LEN], self._symlink_key)
-        except (ValueError, CryptoError):
-            raise BadNameError("symlink target failed authentication") from None
-        target = target.rstrip(b"\0")
-        if not target or b"\0" in target:
-            raise BadNameError("symlink target has invalid padding")
-        return target
-
-
-def hidden_entry_name(name: bytes) -> str:
-    """Backing name for libfuse's ``.fuse_hidden*`` files (open files that were unlinked):
-    reserved, so never listed, never synced, and cleaned up by fsck after a crash."""
-    return HIDDEN_PREFIX + b64u_encode(hashlib.blake2b(name, digest_size=16).digest())
-
-
-def long_entry_name(encrypted: str) -> str:
-    digest = hashlib.blake2b(encrypted.encode("ascii"), digest_size=32).digest()
-    return LONG_PREFIX + b64u_encode(digest)
-
-
-def check_name_or_integrity(name: bytes) -> None:
-    try:
-        check_plain_name(name)
-    except OSError:
-        raise BadNameError("decrypted name is not a valid file name") from None
+            check_plain_name(name)
+        except OSError:
+            raise BadNameError("decrypted name is not a valid file name") from None
+        return name

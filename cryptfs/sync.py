@@ -30,7 +30,7 @@ from pathlib import Path
 from . import conflicts
 from .config import CONFIG_NAME
 from .errors import CryptfsError, ExitCode
-from .names import DIRIV_NAME
+from .layout import STORAGE_ROOT
 from .settings import VaultSettings
 
 log = logging.getLogger("cryptfs")
@@ -129,7 +129,7 @@ class Syncer:
 
     def __init__(self, backing: str, settings: VaultSettings | None = None,
                  remote: str | None = None, rclone_config: str | None = None,
-                 names=None) -> None:
+                 volume=None) -> None:
         self.backing = check_location(os.path.abspath(backing), "backing directory")
         self.settings = settings or VaultSettings.load(backing)
         remote = remote or self.settings.remote
@@ -138,7 +138,7 @@ class Syncer:
                             "'cryptfs remote set BACKING REMOTE:PATH'")
         self.remote = check_location(remote, "remote")
         self.binary = prepare_environment(rclone_config)
-        self.names = names  # NameCipher, to name conflict copies; optional
+        self.volume = volume  # unlocked Volume, to name conflict copies; optional
         self._proc: subprocess.Popen | None = None
 
     # -- filters -----------------------------------------------------------------------
@@ -177,20 +177,20 @@ class Syncer:
             shutil.copyfile(lst, wd / (lst.name + ".good"))
 
     def _remote_looks_like_this_vault(self) -> bool:
-        """False if the remote lost its root IV file: an emptied or wrong remote would
-        otherwise make bisync delete every local file."""
-        proc = subprocess.run([self.binary, "lsf", "--max-depth", "1", "--files-only",
+        """False if the remote lost the vault's storage folder: an emptied or wrong remote
+        would otherwise make bisync delete every local file."""
+        proc = subprocess.run([self.binary, "lsf", "--max-depth", "1", "--dirs-only",
                                self.remote, *extra_args()],
                               capture_output=True, text=True, timeout=300, check=False)
         if proc.returncode != 0:
             raise SyncError(_last_error(proc.stderr) or f"cannot list {self.remote}")
-        return DIRIV_NAME in proc.stdout.split()
+        return f"{STORAGE_ROOT}/" in proc.stdout.split()
 
     def bisync(self, progress: Callable[[Progress], None] | None = None) -> SyncResult:
         started = time.monotonic()
         resync = not self._listings_exist()
         if not resync and not self._remote_looks_like_this_vault():
-            raise SyncError(f"{self.remote} no longer holds this vault ({DIRIV_NAME} is "
+            raise SyncError(f"{self.remote} no longer holds this vault ({STORAGE_ROOT}/ is "
                             "missing); refusing to sync because that would delete local "
                             "files. Check the remote, or remove "
                             f"{self.settings.workdir} to upload everything again")
@@ -294,41 +294,25 @@ class Syncer:
         return found
 
     def _name_new_conflicts(self, before: set[str]) -> list[str]:
-        """bisync kept this device's losing version as ``<enc>.cryptfsconflictN``; give
+        """bisync kept this device's losing version as ``<entry>.cryptfsconflictN``; give
         it a real encrypted name that says whose version it is."""
-        if self.names is None:
+        if self.volume is None:
             return []
         renamed = []
         for path in self._conflict_copies():
             if path in before:
                 continue
-            directory, name = os.path.split(path)
-            copy = conflicts.parse(name)
-            if copy is None:
-                continue
+            rel = os.path.relpath(path, self.backing)
             try:
-                from .backing import PathMapper
-
-                mapper = PathMapper(self.backing, self.names)
-                iv = mapper.dir_iv(directory)
-                plain = mapper.decrypt_entry_name(directory, iv, copy.base)
-            except (CryptfsError, OSError):
+                shown = self.volume.name_conflict_copy(rel, conflicts.this_host(),
+                                                       conflicts.today())
+            except (CryptfsError, OSError) as exc:
+                log.warning("could not name conflict copy %s: %s", rel, exc)
                 continue
-            date, host = conflicts.today(), conflicts.this_host()
-            shown, n = conflicts.display_name(plain, date, host), 2
-            while True:
-                entry_name, long_name = self.names.backing_name(iv, shown)
-                target = os.path.join(directory, entry_name)
-                if not os.path.lexists(target):
-                    break
-                shown = conflicts.display_name(plain, date, f"{host} {n}")
-                n += 1
-            if long_name is not None:
-                with open(target + ".name", "w", encoding="ascii") as fh:
-                    fh.write(long_name)
-            os.rename(path, target)
-            renamed.append(os.fsdecode(shown))
-            log.warning("sync conflict: kept this device's version as %r", os.fsdecode(shown))
+            if shown is not None:
+                renamed.append(os.fsdecode(shown))
+                log.warning("sync conflict: kept this device's version next to the other "
+                            "(backing %s)", rel)
         return renamed
 
     # -- one-way operations (rclone-python) ---------------------------------------------
