@@ -1,12 +1,15 @@
-"""The content cipher: size arithmetic, block binding, nonces, holes, headers."""
+"""The content cipher (docs/FORMAT.md §4, header version 2): size arithmetic, block
+binding, nonces, holes, headers."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from nacl.bindings import crypto_secretbox_easy
 
 from cryptfs.content import BLOCK_OVERHEAD, HEADER_LEN, ContentCipher
 from cryptfs.errors import IntegrityError
@@ -99,13 +102,50 @@ def test_hole_reads_zero_but_only_full_blocks(cc: ContentCipher) -> None:
 
 def test_header_validation(cc: ContentCipher) -> None:
     header = cc.new_header()
-    assert header[:2] == b"\x00\x01" and len(header) == HEADER_LEN
+    assert header[:2] == b"\x00\x02" and len(header) == HEADER_LEN == 18
+    assert cc.parse_header(header) == header[2:]
+    for version in (b"\x00\x01", b"\x00\x03", b"\x02\x00", b"\xff\xff", b"\x00\x00"):
+        with pytest.raises(IntegrityError):
+            cc.parse_header(version + header[2:])
     with pytest.raises(IntegrityError):
-        cc.parse_header(b"\x00\x02" + header[2:])
+        cc.parse_header(b"\x00\x02" + bytes(16))
+    for cut in range(HEADER_LEN):
+        with pytest.raises(IntegrityError):
+            cc.parse_header(header[:cut])
     with pytest.raises(IntegrityError):
-        cc.parse_header(b"\x00\x01" + bytes(16))
+        cc.parse_header(header + b"\0")
+
+
+def test_all_zero_file_id_is_never_drawn() -> None:
+    stream = iter([bytes(16), bytes(16), b"\x01" * 16])
+    cc = ContentCipher(KEY, 4096, lambda n: next(stream))
+    assert cc.new_header() == b"\x00\x02" + b"\x01" * 16
+
+
+@pytest.mark.parametrize("index", [0, 1, 255, 256, 1 << 40, (1 << 64) - 1])
+def test_block_is_the_spec_recomputed(index: int) -> None:
+    """FORMAT.md §4 from the text: FK = H(K_content, file_id, 32),
+    N_i = R[0:16] || LE64(LE64^-1(R[16:24]) XOR i), block = R || SecretBox(FK, N_i, P)."""
+    cc = ContentCipher(KEY, 4096)
+    header = cc.new_header()
+    stored = cc.file_cipher(header).encrypt_block(index, b"block plaintext")
+    fk = hashlib.blake2b(header[2:], key=KEY, digest_size=32).digest()
+    r = stored[:24]
+    nonce = r[:16] + (int.from_bytes(r[16:], "little") ^ index).to_bytes(8, "little")
+    assert stored[24:] == crypto_secretbox_easy(b"block plaintext", nonce, fk)
+
+
+def test_empty_last_block_is_authenticated(cc: ContentCipher) -> None:
+    fc = cc.file_cipher(cc.new_header())
+    empty = fc.encrypt_block(0, b"")
+    assert len(empty) == BLOCK_OVERHEAD and fc.decrypt_block(0, empty) == b""
+    for pos in range(len(empty)):
+        bad = bytearray(empty)
+        bad[pos] ^= 0x10
+        with pytest.raises(IntegrityError):
+            fc.decrypt_block(0, bytes(bad))
     with pytest.raises(IntegrityError):
-        cc.parse_header(header[:10])
+        fc.decrypt_block(0, bytes(BLOCK_OVERHEAD))
 
 
 def test_file_ids_are_random(cc: ContentCipher) -> None:

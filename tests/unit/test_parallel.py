@@ -13,7 +13,7 @@ import pytest
 
 from cryptfs import parallel
 from cryptfs.errors import IntegrityError
-from cryptfs.volume import Volume
+from cryptfs.volume import ROOT_INO, Volume
 from tests.conftest import PASSWORD
 
 
@@ -72,8 +72,7 @@ def _write_big(base: Path, helpers_count: int) -> tuple[bytes, bytes]:
                                rng=_stream(7))
     data = random.Random(3).randbytes(3 << 20 | 12345)
     vol.write_file("/big", data)
-    (name,) = [n for n in os.listdir(base) if not n.startswith("cryptfs.")]
-    stored = (base / name).read_bytes()
+    stored = (base / vol.backing_path_of("/big")).read_bytes()
     assert vol.read_file("/big") == data
     vol.close()
     return data, stored
@@ -93,20 +92,19 @@ def test_tampered_block_in_any_part_of_a_large_read_fails(tmp_path: Path,
     vol, _ = Volume.initialize(str(tmp_path / "v"), PASSWORD.encode())
     data = os.urandom(1 << 20)
     vol.write_file("/f", data)
-    (name,) = [n for n in os.listdir(tmp_path / "v") if not n.startswith("cryptfs.")]
-    backing = tmp_path / "v" / name
+    backing = tmp_path / "v" / vol.backing_path_of("/f")
     bs, sb = vol.content.block_size, vol.content.stored_block
     for index in (0, 31, 32, 63):
         raw = bytearray(backing.read_bytes())
         original = raw[vol.content.block_offset(index) + 30]
         raw[vol.content.block_offset(index) + 30] ^= 0x01
         backing.write_bytes(bytes(raw))
-        fh = vol.open("/f", os.O_RDONLY)
+        fh = vol.open(vol.resolve("/f"), os.O_RDONLY)
         try:
             with pytest.raises(IntegrityError, match=f"block {index} "):
-                vol.read(fh, 1 << 20, 0)
+                vol.read(fh, 0, 1 << 20)
             other = 0 if index >= 32 else 48
-            assert vol.read(fh, 8 * bs, other * bs) == data[other * bs:(other + 8) * bs]
+            assert vol.read(fh, other * bs, 8 * bs) == data[other * bs:(other + 8) * bs]
         finally:
             vol.release(fh)
         raw[vol.content.block_offset(index) + 30] = original
@@ -121,9 +119,9 @@ def test_unaligned_reads_with_holes_into_a_buffer(tmp_path: Path, helpers: int) 
     vol, _ = Volume.initialize(str(tmp_path / "v"), PASSWORD.encode())
     bs = vol.content.block_size
     model = bytearray(random.Random(1).randbytes(40 * bs + 123))
-    fh = vol.create("/f", 0o644, os.O_RDWR)
-    vol.write(fh, bytes(model), 0)
-    vol.write(fh, b"tail", 100 * bs)  # blocks 41..99 become holes
+    fh, _ = vol.create(ROOT_INO, b"f", 0o644, os.O_RDWR)
+    vol.write(fh, 0, bytes(model))
+    vol.write(fh, 100 * bs, b"tail")  # blocks 41..99 become holes
     model.extend(bytes(100 * bs - len(model)))
     model += b"tail"
     rng = random.Random(2)
@@ -131,7 +129,7 @@ def test_unaligned_reads_with_holes_into_a_buffer(tmp_path: Path, helpers: int) 
         offset = rng.randrange(0, len(model) + bs)
         size = rng.choice([1, 4096, bs - 1, bs, bs + 1, 1 << 20, 3 << 20])
         dest = ffi.new("unsigned char[]", size)
-        count = vol.read_into(fh, dest, size, offset)
+        count = vol._handles[fh].node.of.read_into(offset, size, dest)
         assert bytes(ffi.buffer(dest, count)) == bytes(model[offset:offset + size])
-        assert vol.read(fh, size, offset) == bytes(model[offset:offset + size])
+        assert vol.read(fh, offset, size) == bytes(model[offset:offset + size])
     vol.release(fh)
