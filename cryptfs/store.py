@@ -43,6 +43,7 @@ class BackingStore:
         self.fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.is_root = os.geteuid() == 0
         self._renameat2_works = _renameat2 is not None
+        self._folders: set[str] = set()  # bucket folders checked to be real folders
         self._links_work = True
         mask = os.umask(0)
         os.umask(mask)
@@ -127,11 +128,34 @@ class BackingStore:
         os.mkdir(rel, mode, dir_fd=self.fd)
 
     def makedirs(self, rel: str) -> None:
-        """mkdir -p of a bucket folder (``d/ab``) below the root."""
+        """mkdir -p of a bucket folder (``d/ab``) below the root; every level must be a
+        real folder (a symlink planted there is refused, never followed)."""
         parts = rel.split("/")
         for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if prefix in self._folders:
+                continue
             with contextlib.suppress(FileExistsError):
-                os.mkdir("/".join(parts[:i]), 0o700, dir_fd=self.fd)
+                os.mkdir(prefix, 0o700, dir_fd=self.fd)
+            self.check_folder(prefix)
+
+    def check_folder(self, rel: str) -> None:
+        """Refuse (ELOOP/ENOTDIR) unless every level of ``rel`` is a real folder: the
+        backing store must never lead outside the vault through a planted symlink."""
+        parts = rel.split("/")
+        for i in range(1, len(parts) + 1):
+            prefix = "/".join(parts[:i])
+            if prefix in self._folders:
+                continue
+            mode = self.lstat(prefix).st_mode
+            if not stat.S_ISDIR(mode):
+                raise OSError(errno.ELOOP if stat.S_ISLNK(mode) else errno.ENOTDIR,
+                              "not a folder", prefix)
+            if i < len(parts):  # buckets (d, d/ab) never change kind: remember them
+                self._folders.add(prefix)
+
+    def forget_folders(self) -> None:
+        self._folders.clear()
 
     def rmdir(self, rel: str) -> None:
         os.rmdir(rel, dir_fd=self.fd)

@@ -236,7 +236,7 @@ class Syncer:
                 "--conflict-suffix", conflicts.BISYNC_SUFFIX,
                 "--max-lock", "2m", "--transfers", "8", "--checkers", "16",
                 "--use-json-log", "--stats", "0.5s", "--stats-log-level", "NOTICE",
-                "-v", "--links", *self.filter_args(), *extra_args()]
+                "-v", *self.filter_args(), *extra_args()]
         if resync:
             argv += ["--resync", "--resync-mode", "newer"]
         log.debug("running %s", argv)
@@ -322,7 +322,7 @@ class Syncer:
 
         try:
             rclone.copy(self.remote, self.backing, show_progress=sys.stderr.isatty(),
-                        args=["--links", *_quoted_filters(self.filter_args()), *extra_args()])
+                        args=[*_quoted_filters(self.filter_args()), *extra_args()])
         except Exception as exc:  # rclone_python raises RcloneException(ChildProcessError)
             raise SyncError(f"download from {self.remote} failed: "
                             f"{getattr(exc, 'error_msg', '') or exc}") from None
@@ -333,7 +333,7 @@ class Syncer:
         check_location(target, "download directory")
         try:
             rclone.copy(self.remote, target, show_progress=False,
-                        args=["--links", *extra_args()])
+                        args=[*extra_args()])
         except Exception as exc:
             raise SyncError(f"download from {self.remote} failed: "
                             f"{getattr(exc, 'error_msg', '') or exc}") from None

@@ -89,6 +89,9 @@ class Node:
     of: OpenFile | None = None  # the open backing file (regular files)
     opens: int = 0
     file_id: bytes = b""
+    # (mtime, size) of the backing file when the kernel last had its pages: if it still
+    # matches at the next open, the kernel may keep them (libfuse's auto_cache, by hand).
+    cache_key: tuple[int, int] | None = None
 
 
 @dataclass(slots=True)
@@ -107,6 +110,7 @@ class Handle:
     node: Node
     flags: int
     dirty: bool = False  # written since open or the last fsync
+    keep_cache: bool = False  # the kernel's cached pages of this file are still valid
 
 
 class Volume:
@@ -138,6 +142,7 @@ class Volume:
         self._subdirs: dict[str, tuple[int, int, int]] = {}
         self._small: dict[int, tuple[int, int, Any]] = {}  # ino -> (mtime, size, parsed)
         self._aliases: dict[tuple[str, bytes], str] = {}
+        self._storage_paths: dict[str, str] = {}  # storage folder -> plaintext path
         self._reported: set[tuple[str, str]] = set()
         # Hooks for the mount: a file was written/closed (schedule a sync).
         self.on_mutation: Callable[[], None] | None = None
@@ -159,7 +164,7 @@ class Volume:
         master_key = master_key or rng(keys.KEY_BYTES)
         cfg = VaultConfig.create(master_key, passphrase, **config_args)
         vol = cls(backing, master_key, cfg, rng=rng)
-        vol._make_storage(vol.root_storage, vol.names.root_id, None, b"", 0o755)
+        vol._make_storage(vol.root_storage, vol.names.root_id, None, b"", 0o700)
         cfg.save(backing)
         return vol, master_key
 
@@ -175,7 +180,7 @@ class Volume:
             raise ValueError("need a passphrase or a master key")
         vol = cls(backing, master_key, cfg, **kwargs)
         try:
-            vol.store.lstat(vol.root_storage)
+            vol.store.check_folder(vol.root_storage)
         except FileNotFoundError:
             raise ConfigError(
                 f"{backing}: the root directory's storage ({vol.root_storage}) is missing; "
@@ -198,9 +203,41 @@ class Volume:
         if self.read_only:
             raise OSError(errno.EROFS, "read-only vault")
 
-    def _mutated(self) -> None:
+    def _mutated(self, where: tuple[str, str] | Node | None = None) -> None:
+        """Tell the mount's sync that something changed (with a label for its report)."""
         if self.on_mutation is not None:
-            self.on_mutation()
+            self.on_mutation(self._label(where))
+
+    def _label(self, where: tuple[str, str] | Node | None) -> str:
+        """Plaintext path of an entry for messages to the user (never logged)."""
+        try:
+            if isinstance(where, Node):
+                if where.kind is Kind.DIR:
+                    return self._storage_path_cached(where.storage)
+                where = next(iter(where.names), None)
+            if where is None:
+                return "(unknown)"
+            storage, bname = where
+            parsed = layout.parse(bname)
+            copy = conflicts.parse(bname) if parsed is None else None
+            if copy is not None:
+                parsed = layout.parse(copy.base)
+            if parsed is None or parsed.kind is None:
+                return f"{storage}/{bname}"
+            dir_id = self._dir_id_of_storage(storage) or self.read_backref(storage)[0]
+            name = os.fsdecode(self.decrypt_name(storage, dir_id, parsed))
+            return self._storage_path_cached(storage).rstrip("/") + "/" + name
+        except (OSError, IntegrityError):
+            return "(unknown)"
+
+    def _storage_path_cached(self, storage: str) -> str:
+        path = self._storage_paths.get(storage)
+        if path is None:
+            path = self.path_of_storage(storage)
+            if len(self._storage_paths) >= _CACHE_LIMIT:
+                self._storage_paths.clear()
+            self._storage_paths[storage] = path
+        return path
 
     def report_integrity(self, where: str, exc: Exception) -> None:
         """Log an authentication failure once per (object, problem); never plaintext."""
@@ -233,7 +270,9 @@ class Volume:
         self._subdirs.clear()
         self._small.clear()
         self._aliases.clear()
+        self._storage_paths.clear()
         self.xattrs.clear_cache()
+        self.store.forget_folders()
 
     # -- names -------------------------------------------------------------------------
     def _stem(self, dir_id: bytes, name: bytes) -> Stem:
@@ -315,17 +354,20 @@ class Volume:
 
     def _register(self, parent: Node, found: _Found) -> tuple[Node, os.stat_result]:
         """The node of an entry (made or updated) and the stat of its primary object."""
+        if not stat.S_ISREG(found.st.st_mode):  # never follow or serve a planted object
+            raise IntegrityError(f"entry {found.rel} is not a regular backing file")
         if found.kind is Kind.DIR:
             dir_id = self._dir_id_of(found.rel, found.st)
             storage = self.storage_of(dir_id)
             try:
+                self.store.check_folder(storage)
                 st = self.store.lstat(storage)
             except FileNotFoundError:
                 raise IntegrityError(
                     f"storage folder {storage} of directory entry {found.rel} is missing"
                 ) from None
-            if not stat.S_ISDIR(st.st_mode):
-                raise IntegrityError(f"storage {storage} is not a folder")
+            except OSError as exc:
+                raise IntegrityError(f"storage {storage} is not a folder: {exc}") from None
             ino = self._ino(st)
             node = self._nodes.get(ino)
             if node is None or node.kind is not Kind.DIR or node.dir_id != dir_id:
@@ -335,8 +377,6 @@ class Volume:
             node.names = {(parent.storage, found.name)}
             return node, st
         st = found.st
-        if not stat.S_ISREG(st.st_mode):
-            raise IntegrityError(f"entry {found.rel} is not a regular backing file")
         ino = self._ino(st)
         node = self._nodes.get(ino)
         if node is None or node.kind is not found.kind:
@@ -563,7 +603,7 @@ class Volume:
                 attr = self._attr(child, primary)
             except FileNotFoundError:
                 continue  # gone since the listing was taken
-            except IntegrityError as exc:
+            except (IntegrityError, OSError) as exc:  # a foreign or planted object
                 self.report_integrity(rel, exc)
                 continue
             yield plain, attr, index + 3
@@ -668,7 +708,7 @@ class Volume:
                     parent=parent.ino, names={(parent.storage, stem.name(Kind.DIR))},
                     nlookup=1)
         self._nodes[node.ino] = node
-        self._mutated()
+        self._mutated((parent.storage, stem.name(Kind.DIR)))
         return self._attr(node, st)
 
     def _remove_storage(self, storage: str) -> None:
@@ -690,7 +730,7 @@ class Volume:
         node = Node(self._ino(st), kind, names={(parent.storage, stem.name(kind))},
                     nlookup=1)
         self._nodes[node.ino] = node
-        self._mutated()
+        self._mutated((parent.storage, stem.name(kind)))
         return self._attr(node, st)
 
     def symlink(self, parent_ino: int, name: bytes, target: bytes,
@@ -756,7 +796,7 @@ class Volume:
             self.store.link(src, f"{parent.storage}/{bname}")
         node.names.add((parent.storage, bname))
         node.nlookup += 1
-        self._mutated()
+        self._mutated((parent.storage, bname))
         return self.getattr(ino)
 
     # -- removing entries ------------------------------------------------------------------
@@ -792,7 +832,7 @@ class Volume:
         if file_id and (node is None or node.of is None):
             self.xattrs.drop(b"f", file_id)  # the inode is gone with its last name
         self._small.pop(self._ino(found.st), None)
-        self._mutated()
+        self._mutated((parent.storage, found.name))
 
     def _read_file_id(self, rel: str) -> bytes:
         try:
@@ -831,8 +871,9 @@ class Volume:
                 log.warning("could not remove storage %s after rmdir: %s", storage, exc)
         if self.xattrs.in_use():
             self.xattrs.drop(b"d", dir_id)
+        self._storage_paths.pop(storage, None)
         self._adjust_subdirs(parent.storage, -1)
-        self._mutated()
+        self._mutated((parent.storage, found.name))
 
     # -- rename ----------------------------------------------------------------------------
     def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,
@@ -863,7 +904,7 @@ class Volume:
                 self._exchange(src_parent, src, old_name, dst_parent, dst, new_name)
             else:
                 self._move(src_parent, src, dst_parent, dst, stem, new_name, flags)
-        self._mutated()
+        self._mutated((dst_parent.storage, stem.name(src.kind)))
 
     def _move(self, src_parent: Node, src: _Found, dst_parent: Node, dst: _Found | None,
               stem: Stem, new_name: bytes, flags: int) -> None:
@@ -936,6 +977,7 @@ class Volume:
             self.store.utime(storage, (st.st_atime_ns, st.st_mtime_ns))
         except OSError as exc:
             log.warning("could not update the back-reference of %s: %s", storage, exc)
+        self._storage_paths.clear()  # paths below the moved directory changed
         node = self._nodes.get(self._ino(st))
         if node is not None and node.kind is Kind.DIR:
             node.parent = dst_parent.ino
@@ -1017,7 +1059,7 @@ class Volume:
                 self.store.utime(where(), times)
         if mode is not None or uid is not None or gid is not None or \
                 atime_ns is not None or mtime_ns is not None:
-            self._mutated()
+            self._mutated(node)
         return self.getattr(ino)
 
     def _truncate(self, node: Node, length: int, fh: int | None) -> None:
@@ -1086,11 +1128,15 @@ class Volume:
                     node.of.fd = fd
                     node.of.writable = writable
         fh = self._add_handle(node, flags)
+        st = os.fstat(node.of.fd)
+        key = (st.st_mtime_ns, st.st_size)
+        self._handles[fh].keep_cache = node.cache_key == key
+        node.cache_key = key
         try:
             if flags & os.O_TRUNC:
                 node.of.truncate(0)
                 self._handles[fh].dirty = True
-            elif os.fstat(node.of.fd).st_size <= self.content.backing_size(0):
+            elif st.st_size <= self.content.backing_size(0):
                 # The kernel never reads a file it believes empty, so authenticate an
                 # "empty" file here: a cut or forged one fails at open, not silently.
                 node.of.read(0, 1)
@@ -1138,7 +1184,7 @@ class Volume:
         handle.node.of.fsync(datasync)
         if handle.dirty:
             handle.dirty = False
-            self._mutated()
+            self._mutated(handle.node)
 
     def release(self, fh: int) -> None:
         handle = self._handles.pop(fh, None)
@@ -1146,8 +1192,12 @@ class Volume:
             return
         node = handle.node
         if handle.dirty:
-            self._mutated()
+            self._mutated(node)
         node.opens -= 1
+        if node.of is not None:
+            with contextlib.suppress(OSError):
+                st = os.fstat(node.of.fd)  # our own writes went through the kernel's cache
+                node.cache_key = (st.st_mtime_ns, st.st_size)
         if node.opens == 0 and node.of is not None:
             of, node.of = node.of, None
             unlinked = False
@@ -1161,6 +1211,11 @@ class Volume:
             os.close(of.fd)
             if node.nlookup == 0 and node.ino != ROOT_INO:
                 self._nodes.pop(node.ino, None)
+
+    def keep_cache(self, fh: int) -> bool:
+        """Whether the kernel may keep its cached pages for this open (nothing changed the
+        backing file since they were cached)."""
+        return self._handle(fh).keep_cache
 
     def has_dirty_handles(self) -> bool:
         """True while a file written through the mount is still open and not fsynced."""
@@ -1215,7 +1270,7 @@ class Volume:
         owner = self._xattr_owner(node)
         self.xattrs.set(*owner, name, value, flags)
         self._touch_ctime(node)
-        self._mutated()
+        self._mutated(node)
 
     def removexattr(self, ino: int, name: bytes) -> None:
         self._writable()
@@ -1224,7 +1279,7 @@ class Volume:
             raise OSError(errno.ENODATA, "no such attribute")
         self.xattrs.remove(*self._xattr_owner(node), name)
         self._touch_ctime(node)
-        self._mutated()
+        self._mutated(node)
 
     def _touch_ctime(self, node: Node) -> None:
         """An attribute change is an inode change: bump ctime (chmod to the same mode)."""
@@ -1294,6 +1349,18 @@ class Volume:
     def mkdir_path(self, path: str, mode: int = 0o755) -> Attr:
         parent, name = self.resolve_parent(path)
         return self.mkdir(parent, name, mode)
+
+    def symlink_path(self, path: str, target: str) -> Attr:
+        return self.symlink(*self.resolve_parent(path), os.fsencode(target))
+
+    def unlink_path(self, path: str) -> None:
+        self.unlink(*self.resolve_parent(path))
+
+    def rmdir_path(self, path: str) -> None:
+        self.rmdir(*self.resolve_parent(path))
+
+    def rename_path(self, old: str, new: str, flags: int = 0) -> None:
+        self.rename(*self.resolve_parent(old), *self.resolve_parent(new), flags)
 
     def walk(self, top: str = "/") -> Iterator[tuple[str, list[str], list[str]]]:
         """Like os.walk over plaintext paths; undecodable entries are skipped."""
@@ -1374,14 +1441,16 @@ class Volume:
 
     def backing_path_of(self, path: str) -> str:
         """The backing entry of a plaintext path (a directory's entry file, not its
-        storage folder; the root is its storage folder)."""
+        storage folder; the root is its storage folder). For a name that does not exist,
+        where a regular file of that name would be."""
         parts = _parts(path)
         if not parts:
             return self.root_storage
         parent, name = self.resolve_parent(path)
-        found = self._find(self._dir(parent), name)
+        node = self._dir(parent)
+        found = self._find(node, name)
         if found is None:
-            raise OSError(errno.ENOENT, "no such entry", path)
+            return f"{node.storage}/{self._stem(node.dir_id, name).name(Kind.FILE)}"
         return found.rel
 
     def storage_path_of(self, path: str) -> str:

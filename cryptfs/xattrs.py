@@ -47,6 +47,7 @@ class XattrStore:
         """The attributes of one inode (empty if it has none); IntegrityError if forged."""
         rel = self._path(kind, inode_id)
         try:
+            self._store.check_folder(rel.rpartition("/")[0])
             st = self._store.lstat(rel)
         except FileNotFoundError:
             return {}

@@ -45,6 +45,8 @@ def serve(volume: Volume, mountpoint: str, *, fsname: str, subtype: str,
             on_ready()
 
     ops = Operations(volume, on_ready=ready, writeback=writeback)
+    if autosync is not None:
+        volume.on_mutation = autosync.notify
     pyfuse3.init(ops, mountpoint, mount_options(fsname, subtype, read_only, extra or {}))
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):

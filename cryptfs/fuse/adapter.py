@@ -192,9 +192,10 @@ class Operations(pyfuse3.Operations):
     # -- files ------------------------------------------------------------------------
     @_op
     def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
-        # keep_cache: pages stay valid across opens; a file replaced behind the mount (a
-        # sync pull) is a new backing inode, so the kernel never serves stale pages.
-        return pyfuse3.FileInfo(fh=self.volume.open(inode, flags), keep_cache=True)
+        # keep_cache: pages stay valid across opens unless the backing file changed behind
+        # the mount (libfuse's auto_cache); a sync pull makes new backing inodes anyway.
+        fh = self.volume.open(inode, flags)
+        return pyfuse3.FileInfo(fh=fh, keep_cache=self.volume.keep_cache(fh))
 
     @_op
     def create(self, parent_inode: int, name: bytes, mode: int, flags: int,

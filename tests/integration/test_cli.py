@@ -94,9 +94,9 @@ def test_offline_ls_cat_and_names(vault_dir: Path) -> None:
     from cryptfs.volume import Volume
 
     vol = Volume.unlock(str(vault_dir), passphrase=PASSWORD.encode())
-    vol.mkdir("/Docs")
+    vol.mkdir_path("/Docs")
     vol.write_file("/Docs/a file.txt", b"content\n")
-    vol.symlink("/ln", "Docs/a file.txt")
+    vol.symlink(*vol.resolve_parent("/ln"), b"Docs/a file.txt")
     vol.close()
     out = cryptfs_cmd("ls", str(vault_dir), check=True).stdout.decode()
     assert out.split() == ["Docs/", "ln"]
@@ -109,16 +109,20 @@ def test_offline_ls_cat_and_names(vault_dir: Path) -> None:
     assert cryptfs_cmd("cat", str(vault_dir), "/nope").returncode == 15
     enc = cryptfs_cmd("encrypt-name", str(vault_dir), "/Docs/a file.txt",
                       check=True).stdout.decode().strip()
-    assert (vault_dir / enc).is_file()
+    assert (vault_dir / enc).is_file() and enc.startswith("d/") and len(enc) <= 250
     dec = cryptfs_cmd("decrypt-name", str(vault_dir), enc, check=True).stdout.decode().strip()
-    assert dec == "/Docs/a file.txt"
-    bare = enc.removeprefix("./")  # names can start with "-": "--" works as usual
-    dec = cryptfs_cmd("decrypt-name", str(vault_dir), "--", bare,
-                      check=True).stdout.decode().strip()
     assert dec == "/Docs/a file.txt"
     dec = cryptfs_cmd("decrypt-name", str(vault_dir), str(vault_dir / enc),
                       check=True).stdout.decode().strip()
     assert dec == "/Docs/a file.txt"
+    # A directory: its entry file and its storage folder both decrypt to its path.
+    entry, storage = cryptfs_cmd("encrypt-name", str(vault_dir), "/Docs",
+                                 check=True).stdout.decode().split()
+    assert entry.endswith(".d") and (vault_dir / storage).is_dir()
+    for backing in (entry, storage):
+        assert cryptfs_cmd("decrypt-name", str(vault_dir), backing,
+                           check=True).stdout.decode().strip() == "/Docs"
+    assert cryptfs_cmd("decrypt-name", str(vault_dir), "d/zz/nothere").returncode != 0
 
 
 def test_cat_of_tampered_file_exits_14(vault_dir: Path) -> None:
@@ -126,7 +130,7 @@ def test_cat_of_tampered_file_exits_14(vault_dir: Path) -> None:
 
     vol = Volume.unlock(str(vault_dir), passphrase=PASSWORD.encode())
     vol.write_file("/f", b"x" * 100)
-    path = Path(vol.mapper.path("/f"))
+    path = vault_dir / vol.backing_path_of("/f")
     raw = bytearray(path.read_bytes())
     raw[-1] ^= 0x40
     path.write_bytes(bytes(raw))
@@ -148,7 +152,7 @@ def test_passwd_and_recovery_key(tmp_path: Path) -> None:
                        env={"CRYPTFS_NEW_PASSWORD": "third"})
     assert proc.returncode == 0
     assert cryptfs_cmd("ls", str(vault), password="third").returncode == 0
-    assert sorted(os.listdir(vault)) == ["cryptfs.conf", "cryptfs.diriv"]
+    assert sorted(os.listdir(vault)) == ["cryptfs.conf", "d"]
 
 
 needs_fuse = pytest.mark.skipif(not HAVE_FUSE, reason="needs FUSE")

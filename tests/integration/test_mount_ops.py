@@ -271,11 +271,39 @@ def test_names(work: Path) -> None:
     assert info.value.errno == errno.ENAMETOOLONG
 
 
-def test_xattrs_are_not_supported(work: Path) -> None:
-    (work / "x").write_text("x")
+def test_user_xattrs(work: Path) -> None:
+    f, d = work / "x", work / "d"
+    f.write_text("x")
+    d.mkdir()
+    os.setxattr(f, "user.tag", b"red")
+    os.setxattr(d, "user.tag", b"blue")
+    assert os.getxattr(f, "user.tag") == b"red" and os.getxattr(d, "user.tag") == b"blue"
+    assert os.listxattr(f) == ["user.tag"]
     with pytest.raises(OSError) as info:
-        os.setxattr(work / "x", "user.secret", b"v")
-    assert info.value.errno in (errno.ENOTSUP, errno.EOPNOTSUPP)
+        os.setxattr(f, "user.tag", b"x", os.XATTR_CREATE)
+    assert info.value.errno == errno.EEXIST
+    with pytest.raises(OSError) as info:
+        os.setxattr(f, "user.none", b"x", os.XATTR_REPLACE)
+    assert info.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as info:
+        os.getxattr(f, "user.none")
+    assert info.value.errno == errno.ENODATA
+    with pytest.raises(OSError) as info:
+        os.setxattr(f, "user." + "n" * 251, b"x")
+    assert info.value.errno == errno.ERANGE
+    with pytest.raises(OSError) as info:
+        os.setxattr(f, "trusted.x" if os.geteuid() else "security.x", b"x")
+    assert info.value.errno in (errno.EOPNOTSUPP, errno.EPERM)
+    os.link(f, work / "hard")
+    assert os.getxattr(work / "hard", "user.tag") == b"red"  # one inode, one set
+    os.rename(f, work / "renamed")
+    assert os.getxattr(work / "renamed", "user.tag") == b"red"
+    os.removexattr(work / "renamed", "user.tag")
+    assert os.listxattr(work / "hard") == []
+    os.symlink("x", work / "ln")
+    with pytest.raises(OSError) as info:
+        os.setxattr(work / "ln", "user.tag", b"x", follow_symlinks=False)
+    assert info.value.errno == errno.EPERM
 
 
 def test_concurrent_writers_same_file(work: Path) -> None:

@@ -46,7 +46,7 @@ def test_tampered_block_is_eio_only_there(mounted: Mount) -> None:
     data = os.urandom(4 * 16384)
     f.write_bytes(data)
     vol = Volume.unlock(str(mounted.backing), passphrase=PASSWORD.encode(), read_only=True)
-    backing = Path(vol.mapper.path("/victim"))
+    backing = mounted.backing / vol.backing_path_of("/victim")
     raw = bytearray(backing.read_bytes())
     raw[vol.content.block_offset(2) + 100] ^= 0x01
     backing.write_bytes(bytes(raw))
@@ -65,9 +65,12 @@ def test_tampered_block_is_eio_only_there(mounted: Mount) -> None:
 
 def test_undecodable_entries_are_skipped_not_fatal(mounted: Mount) -> None:
     (mounted.mnt / "good").write_text("good")
-    (mounted.backing / "garbage.txt").write_text("foreign")
-    (mounted.backing / ("A" * 64)).write_text("looks like a name")
-    (mounted.backing / "cryptfs.L.bogus").write_text("no sidecar")
+    vol = Volume.unlock(str(mounted.backing), passphrase=PASSWORD.encode(), read_only=True)
+    root = mounted.backing / vol.root_storage
+    (root / "garbage.txt").write_text("foreign")
+    (root / ("a" * 64)).write_text("looks like a name")
+    (root / ("b" * 32)).write_text("a long name without its sidecar")
+    (root / ("c" * 32 + ".s")).write_text("a sidecar without its entry")
     names = os.listdir(mounted.mnt)
     assert "good" in names and len(names) == 1
     assert (mounted.mnt / "good").read_text() == "good"
@@ -78,7 +81,7 @@ def test_moved_name_is_refused(mounted: Mount) -> None:
     (mounted.mnt / "b").mkdir()
     (mounted.mnt / "a" / "secret").write_text("s")
     vol = Volume.unlock(str(mounted.backing), passphrase=PASSWORD.encode(), read_only=True)
-    src = vol.mapper.path("/a/secret")
-    os.rename(src, os.path.join(vol.mapper.path("/b"), os.path.basename(src)))
+    src = mounted.backing / vol.backing_path_of("/a/secret")
+    os.rename(src, mounted.backing / vol.storage_path_of("/b") / src.name)
     assert os.listdir(mounted.mnt / "b") == []
     assert os.listdir(mounted.mnt / "a") == []
