@@ -94,6 +94,21 @@ def test_every_backing_path_within_max_path_for_every_max_path() -> None:
         assert longest <= mp, mp
 
 
+def test_every_backing_name_fits_the_backing_name_max() -> None:
+    """Whatever max_path allows, one backing name cannot pass 255 bytes: no Linux file
+    system (NAME_MAX), nor NTFS/APFS or most clouds, accepts a longer one. FORMAT.md §6.3
+    bounds names by max_path - 36 only: from max_path 294 on, a 129..144-byte plaintext
+    name is stored short as a 256-character E plus suffix."""
+    encs = [NC.encrypt(ROOT, b"q" * n) for n in (128, 129, 144, 145, 255)]
+    too_long = {}
+    for mp in range(layout.MIN_MAX_PATH, layout.MAX_MAX_PATH + 1):
+        longest = max(len(name) for enc in encs for name in _all_names(enc, mp))
+        if longest > 255:
+            too_long.setdefault("first max_path", mp)
+            too_long["longest name"] = max(too_long.get("longest name", 0), longest)
+    assert not too_long, f"backing names over 255 characters: {too_long}"
+
+
 def test_all_names_long_at_the_smallest_max_path() -> None:
     for n in (1, 16, 255):
         assert layout.stem_for(NC.encrypt(ROOT, b"z" * n), 80).is_long
