@@ -66,10 +66,12 @@ def force_unmount(path: Path) -> None:
 class Mount:
     """A live cryptfs mount served by a foreground daemon that this test started."""
 
-    def __init__(self, backing: Path, mountpoint: Path, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, backing: Path, mountpoint: Path, extra: tuple[str, ...] = (),
+                 umask: int | None = None) -> None:
         self.backing = backing
         self.mnt = mountpoint
         self.extra = extra
+        self.umask = umask
         self.proc: subprocess.Popen | None = None
         self.log = mountpoint.parent / f"{mountpoint.name}.log"
 
@@ -79,7 +81,8 @@ class Mount:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cryptfs", "mount", "-f", *self.extra,
              str(self.backing), str(self.mnt)],
-            stdout=self.logfh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            stdout=self.logfh, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            preexec_fn=None if self.umask is None else lambda: os.umask(self.umask))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -181,3 +184,80 @@ def work(shared_mount: Mount, request) -> Path:
     d = shared_mount.mnt / request.node.name.replace("/", "_")[:100]
     d.mkdir()
     return d
+
+
+class NormalUser:
+    """Runs commands as an unprivileged user: a user made for the test session when the
+    suite runs as root, else the user running it."""
+
+    def __init__(self, uid: int, gid: int, base: Path) -> None:
+        self.uid, self.gid, self.base = uid, gid, base
+        self._n = 0
+
+    def _argv(self, argv: list[str]) -> list[str]:
+        if os.geteuid() != 0:
+            return argv
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
+                "--", *argv]
+
+    def env(self) -> dict[str, str]:
+        home = self.base / "home"
+        return dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+                    XDG_RUNTIME_DIR=str(home / "run"), XDG_STATE_HOME=str(home / "state"),
+                    CRYPTFS_PASSWORD=PASSWORD, CRYPTFS_TESTONLY_WEAK_KDF="1",
+                    RCLONE_CONFIG=str(home / "rclone.conf"))
+
+    def workdir(self) -> Path:
+        """A fresh directory owned by the user."""
+        self._n += 1
+        d = self.base / f"w{self._n}"
+        self.run(["mkdir", "-p", str(d)])
+        return d
+
+    def run(self, argv: list[str], check: bool = True) -> str:
+        proc = subprocess.run(self._argv(argv), capture_output=True, text=True,
+                              env=self.env(), timeout=120, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"{argv} as uid {self.uid} failed ({proc.returncode}): "
+                                 f"{proc.stdout}{proc.stderr}")
+        return proc.stdout
+
+    def popen(self, argv: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(self._argv(argv), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True, env=self.env(),
+                                start_new_session=True)
+
+
+@pytest.fixture(scope="session")
+def normal_user(tmp_path_factory):
+    import tempfile
+
+    if os.geteuid() != 0:
+        base = Path(tempfile.mkdtemp(prefix="cryptfs-user-"))
+        yield NormalUser(os.getuid(), os.getgid(), base)
+        shutil.rmtree(base, ignore_errors=True)
+        return
+    if shutil.which("useradd") is None or shutil.which("setpriv") is None:
+        pytest.skip("needs useradd and setpriv to run as a normal user")
+    name = f"cfst{os.getpid() % 100000}"
+    base = Path(tempfile.mkdtemp(prefix="cryptfs-user-"))
+    os.chmod(base, 0o755)
+    subprocess.run(["useradd", "--no-create-home", "--home-dir", str(base / "home"),
+                    "--shell", "/bin/sh", name], check=True, capture_output=True)
+    try:
+        import pwd
+
+        pw = pwd.getpwnam(name)
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        user = NormalUser(pw.pw_uid, pw.pw_gid, base)
+        user.run(["mkdir", "-p", str(base / "home" / "run")])
+        probe = subprocess.run(user._argv([sys.executable, "-c", "import cryptfs"]),
+                               capture_output=True, env=user.env(), check=False)
+        if probe.returncode != 0:
+            pytest.skip(f"user {name} cannot run this checkout's Python: "
+                        f"{probe.stderr.decode(errors='replace').strip()[-200:]}")
+        yield user
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True, check=False)
+        subprocess.run(["userdel", name], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
