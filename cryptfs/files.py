@@ -37,11 +37,13 @@ class OpenFile:
         # append then re-encrypts that short block without reading and decrypting it
         # first (a tar or log append pattern). Only this object writes its descriptor.
         self._tail: tuple[int, bytes] | None = None
+        self._header = b""
         header = os.pread(fd, HEADER_LEN, 0)
         if header:
             # A short or invalid header is reported when data is touched, not at open.
             try:
                 self._cipher = content.file_cipher(header)
+                self._header = header
             except IntegrityError:
                 self._cipher = None
 
@@ -146,15 +148,18 @@ class OpenFile:
                 self._rewrite(old, length, length, b"")
 
     def _reset_empty(self) -> None:
-        """Rewrite as a valid empty file with a fresh file id (fresh key, fresh nonces)."""
+        """Rewrite as a valid empty file. The file keeps its id (its extended attributes
+        are keyed by it; every block write draws a fresh random nonce anyway); a file
+        whose header was unreadable gets a new one."""
         if self._cipher is not None and self._backing_size() == self.content.backing_size(0):
             return
-        header = self.content.new_header()
+        header = self._header if self._cipher is not None else self.content.new_header()
         cipher = self.content.file_cipher(header)
         self._tail = None
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, header + cipher.encrypt_block(0, b""), 0)
         self._cipher = cipher
+        self._header = header
         self._tail = (0, b"")
 
     def _rewrite(self, old: int, new: int, offset: int, data: bytes) -> None:

@@ -55,9 +55,13 @@ def xattr_path(storage_name: str) -> str:
     return f"{XATTR_ROOT}/{storage_name[:2]}/{storage_name[2:]}"
 
 
+BACKING_NAME_MAX = 255  # NAME_MAX of every common file system
+
+
 def name_max(max_path: int) -> int:
-    """Longest backing entry name (with suffix) that keeps paths within ``max_path``."""
-    return max_path - STORAGE_PATH_LEN - 1
+    """Longest backing entry name (with suffix) that keeps paths within ``max_path`` and
+    names within what file systems accept (FORMAT.md §6.3)."""
+    return min(BACKING_NAME_MAX, max_path - STORAGE_PATH_LEN - 1)
 
 
 @dataclass(frozen=True)

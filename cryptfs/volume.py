@@ -449,18 +449,14 @@ class Volume:
         return value
 
     def _symlink_target(self, node: Node, st: os.stat_result) -> bytes:
-        try:
-            return self._small_object(node, st, self.objects.open_symlink)
-        except IntegrityError as exc:
-            self.report_integrity(f"symlink inode {node.ino}", exc)
-            return b""
+        return self._small_object(node, st, self.objects.open_symlink)
 
     def _node_spec(self, node: Node, st: os.stat_result) -> tuple[int, int]:
-        try:
-            return self._small_object(node, st, self.objects.open_node)
-        except IntegrityError as exc:
-            self.report_integrity(f"node inode {node.ino}", exc)
-            return stat.S_IFIFO, 0
+        """(st_mode, st_rdev) of a special node; IntegrityError (EIO) if forged."""
+        mode, rdev = self._small_object(node, st, self.objects.open_node)
+        if stat.S_IFMT(mode) not in (stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK):
+            raise IntegrityError("special node of an impossible type")
+        return mode, rdev
 
     def _count_subdirs(self, node: Node, st: os.stat_result) -> int:
         cached = self._subdirs.get(node.storage)
@@ -532,7 +528,7 @@ class Volume:
         for bname in names:
             parsed = layout.parse(bname)
             if parsed is None:
-                if "." in bname and not bname.startswith(layout.RESERVED_PREFIX):
+                if not bname.startswith(layout.RESERVED_PREFIX):
                     copy = conflicts.parse(bname)
                     if copy is not None:
                         copies.append((bname, copy))
@@ -909,16 +905,23 @@ class Volume:
     def _move(self, src_parent: Node, src: _Found, dst_parent: Node, dst: _Found | None,
               stem: Stem, new_name: bytes, flags: int) -> None:
         target = f"{dst_parent.storage}/{stem.name(src.kind)}"
-        dst_storage = None
+        dst_storage = dst_id = None
+        dst_file_id = b""
         if dst is not None:
             if src.kind is Kind.DIR and dst.kind is not Kind.DIR:
                 raise OSError(errno.ENOTDIR, "not a directory")
             if src.kind is not Kind.DIR and dst.kind is Kind.DIR:
                 raise OSError(errno.EISDIR, "is a directory")
             if dst.kind is Kind.DIR:
-                dst_storage = self.storage_of(self._dir_id_of(dst.rel, dst.st))
+                dst_id = self._dir_id_of(dst.rel, dst.st)
+                dst_storage = self.storage_of(dst_id)
                 if self.store.exists(dst_storage) and self._storage_entries(dst_storage):
                     raise OSError(errno.ENOTEMPTY, "directory not empty")
+            elif dst.kind is Kind.FILE and dst.st.st_nlink == 1 and self.xattrs.in_use():
+                gone_node = self._nodes.get(self._ino(dst.st))
+                if gone_node is None or gone_node.of is None:  # its last name goes
+                    dst_file_id = gone_node.file_id if gone_node is not None and \
+                        gone_node.file_id else self._read_file_id(dst.rel)
         with self._sidecar(dst_parent.storage, stem):
             self.store.rename(src.rel, target, RENAME_NOREPLACE if flags else 0)
         if dst is not None and dst.rel != target:
@@ -932,12 +935,13 @@ class Volume:
             if gone is not None:
                 gone.names.discard((dst_parent.storage, dst.name))
             if dst_storage is not None:
-                dst_id = self._dir_id_of_storage(dst_storage)
                 if self.store.exists(dst_storage):
                     with contextlib.suppress(OSError):
                         self._remove_storage(dst_storage)
                 if dst_id is not None and self.xattrs.in_use():
                     self.xattrs.drop(b"d", dst_id)
+            if dst_file_id:
+                self.xattrs.drop(b"f", dst_file_id)
         new_bname = stem.name(src.kind)
         node = self._nodes.get(self._ino(src.st)) if src.kind is not Kind.DIR else None
         if node is not None:
@@ -949,8 +953,8 @@ class Volume:
                 self._adjust_subdirs(src_parent.storage, -1)
                 if dst is None:
                     self._adjust_subdirs(dst_parent.storage, +1)
-            if dst is not None:
-                self._adjust_subdirs(dst_parent.storage, -1)
+            elif dst is not None:  # one directory replaced another in the same parent
+                self._adjust_subdirs(src_parent.storage, -1)
 
     def _dir_id_of_storage(self, storage: str) -> bytes | None:
         for node in self._nodes.values():

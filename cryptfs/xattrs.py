@@ -73,8 +73,10 @@ class XattrStore:
 
     def set(self, kind: bytes, inode_id: bytes, name: bytes, value: bytes,
             flags: int = 0) -> None:
-        if len(name) > XATTR_NAME_MAX or len(name) <= len(b"user."):
-            raise OSError(errno.ERANGE if name else errno.EINVAL, "bad attribute name")
+        if len(name) > XATTR_NAME_MAX:
+            raise OSError(errno.ERANGE, "attribute name too long")
+        if len(name) <= len(b"user."):
+            raise OSError(errno.EINVAL, "empty attribute name")
         if len(value) > XATTR_VALUE_MAX:
             raise OSError(errno.E2BIG, "attribute value too large")
         attrs = self.load(kind, inode_id) if self.in_use() else {}
