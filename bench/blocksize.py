@@ -14,7 +14,7 @@ import time
 
 os.environ.setdefault("CRYPTFS_TESTONLY_WEAK_KDF", "1")
 
-from cryptfs.volume import Volume
+from cryptfs.volume import ROOT_INO, Volume
 
 SIZES = [4096, 8192, 16384, 32768, 65536]
 
@@ -23,25 +23,25 @@ def measure(block_size: int, seq_mib: int, rand_ops: int) -> tuple[float, float,
     with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
         vol, _ = Volume.initialize(os.path.join(d, "v"), b"bench", block_size=block_size)
         chunk = os.urandom(1 << 20)
-        fh = vol.create("/seq", 0o644, os.O_RDWR)
+        fh, _ = vol.create(ROOT_INO, b"seq", 0o644, os.O_RDWR)
         t = time.perf_counter()
         for i in range(seq_mib):
-            vol.write(fh, chunk, i << 20)
+            vol.write(fh, i << 20, chunk)
         seq_w = seq_mib / (time.perf_counter() - t)
         t = time.perf_counter()
         for i in range(seq_mib):
-            vol.read(fh, 1 << 20, i << 20)
+            vol.read(fh, i << 20, 1 << 20)
         seq_r = seq_mib / (time.perf_counter() - t)
         rng = random.Random(1)
         blocks = (seq_mib << 20) // 4096
         small = os.urandom(4096)
         t = time.perf_counter()
         for _ in range(rand_ops):
-            vol.write(fh, small, rng.randrange(blocks) * 4096)
+            vol.write(fh, rng.randrange(blocks) * 4096, small)
         rand_w = rand_ops / (time.perf_counter() - t)
         t = time.perf_counter()
         for _ in range(rand_ops):
-            vol.read(fh, 4096, rng.randrange(blocks) * 4096)
+            vol.read(fh, rng.randrange(blocks) * 4096, 4096)
         rand_r = rand_ops / (time.perf_counter() - t)
         vol.release(fh)
         vol.close()

@@ -38,7 +38,7 @@ def main() -> int:
         env = dict(os.environ, CRYPTFS_PASSWORD=PASS, XDG_CONFIG_HOME=str(base / "xdg"))
         vol, _ = Volume.initialize(str(vault), PASS.encode())
         for d in range(100):
-            vol.mkdir(f"/d{d:03d}")
+            vol.mkdir_path(f"/d{d:03d}")
         for i in range(args.files):
             vol.write_file(f"/d{i % 100:03d}/file-{i:05d}.txt", os.urandom(2000))
         subprocess.run([sys.executable, "-m", "cryptfs", "remote", "set", str(vault),
