@@ -26,6 +26,7 @@ import mfusepy
 from nacl._sodium import ffi as _ffi
 
 from .errors import IntegrityError
+from .idle import ActivityClock
 from .volume import Volume
 
 log = logging.getLogger("cryptfs")
@@ -39,6 +40,7 @@ def _fuse_op(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(self: CryptFS, *args: Any) -> Any:
+        self.activity.touch()  # for mount --idle (cryptfs/idle.py)
         try:
             return func(self, *args)
         except OSError:
@@ -62,6 +64,7 @@ class CryptFS(mfusepy.Operations):
 
     use_ns = True
     writeback = False  # opt-in kernel writeback cache (mount --writeback)
+    activity = ActivityClock()  # replaced per mount by serve(activity=...)
 
     def __init__(self, volume: Volume, on_ready: Callable[[], None] | None = None,
                  autosync: Any = None, mountpoint: str | None = None) -> None:
@@ -421,11 +424,14 @@ def caller_identity() -> tuple[int, int]:
 
 def serve(volume: Volume, mountpoint: str, options: dict[str, Any], *,
           single_threaded: bool = False, on_ready: Callable[[], None] | None = None,
-          autosync: Any = None, writeback: bool = False) -> None:
-    """Mount and serve until unmounted. Blocks."""
+          autosync: Any = None, writeback: bool = False,
+          activity: ActivityClock | None = None) -> None:
+    """Mount and serve until unmounted. Blocks. ``activity`` is touched on every request."""
     _tune_malloc()
     ops = CryptFS(volume, on_ready, autosync, os.path.abspath(mountpoint))
     ops.writeback = writeback
+    if activity is not None:
+        ops.activity = activity
     opts = dict(options)
     if fuse_major_version() == 2:
         opts["big_writes"] = True

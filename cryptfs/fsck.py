@@ -27,6 +27,10 @@ from .volume import Volume
 
 READ_CHUNK = 1 << 20
 
+# Debris of an interrupted operation, not damage: reported, but the vault is still "ok"
+# (fsck exits 0; --quarantine moves them aside).
+NOTICE_KINDS = frozenset({"leftover-temp", "config-backup"})
+
 
 @dataclass
 class Problem:
@@ -49,8 +53,13 @@ class Report:
     bytes_checked: int = 0
 
     @property
+    def failures(self) -> list[Problem]:
+        """Problems that are damage or tampering (everything but ``NOTICE_KINDS``)."""
+        return [p for p in self.problems if p.kind not in NOTICE_KINDS]
+
+    @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.failures
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "dirs": self.dirs, "files": self.files,
