@@ -48,7 +48,7 @@ docs: install
 
 install-user: system-deps
 	$(PYTHON) -m venv $(USER_VENV)
-	$(USER_VENV)/bin/pip install -q $(PIP_FLAGS) --upgrade .
+	$(USER_VENV)/bin/python -m pip install -q $(PIP_FLAGS) --upgrade .
 	mkdir -p $(USER_BIN)
 	ln -sf $(USER_VENV)/bin/cryptfs $(USER_VENV)/bin/mount.fuse.cryptfs $(USER_BIN)/
 	install -D -m 0644 cryptfs/data/cryptfs.1 $(XDG_DATA_HOME)/man/man1/cryptfs.1

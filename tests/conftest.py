@@ -229,9 +229,12 @@ class User:
         return self.run([*self.python, "-m", "cryptfs", *args], env=full, timeout=timeout)
 
     def mkdir(self, path: Path) -> Path:
+        """``mkdir -p`` as this user: every directory it makes belongs to the user."""
+        missing = [p for p in (path, *path.parents) if not p.exists()]
         path.mkdir(parents=True, exist_ok=True)
         if self.switch:
-            os.chown(path, self.uid, self.gid)
+            for made in [path, *missing]:
+                os.chown(made, self.uid, self.gid)
         return path
 
 
@@ -241,12 +244,13 @@ def _user_python(user: User) -> None:
     import sysconfig
 
     root = str(Path(__file__).resolve().parent.parent)
-    probe = ["-c", "import cryptfs, nacl, mfusepy"]
-    if user.run([sys.executable, *probe], cwd="/").returncode == 0:
+    # Through a shell: setpriv itself may still find a binary that the user cannot reach.
+    probe = ["sh", "-c", 'exec "$0" -c "import cryptfs, nacl, mfusepy"']
+    if user.run([*probe, sys.executable], cwd="/").returncode == 0:
         return
     system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
     user.pythonpath = f"{sysconfig.get_paths()['purelib']}:{root}"
-    if os.path.exists(system) and user.run([system, *probe], cwd="/").returncode == 0:
+    if os.path.exists(system) and user.run([*probe, system], cwd="/").returncode == 0:
         user.python = [system]
         return
     pytest.skip("no Python interpreter that the unprivileged user may run")

@@ -126,7 +126,7 @@ def test_mount_helper_fake_mount_does_nothing(tmp_path: Path) -> None:
 
 
 def test_new_passphrase_length() -> None:
-    with pytest.raises(PassphraseError, match="only 7 characters.*--force"):
+    with pytest.raises(PassphraseError, match=r"only 7 characters.*--force"):
         check_new(b"1234567")
     with pytest.raises(PassphraseError, match="only 7 characters"):
         check_new("äöüäöüä".encode())  # characters, not bytes
