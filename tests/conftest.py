@@ -122,6 +122,7 @@ def isolated_settings(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(base / "run"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))  # daemon logs
     (base / "rclone.conf").write_text("")
     monkeypatch.setenv("RCLONE_CONFIG", str(base / "rclone.conf"))
     return base
