@@ -393,12 +393,12 @@ def _wait_reason(mountpoint: str, pid: int, lazy_where: tuple[int, int, str] | N
                     f"changes and exits once these programs close what they hold there: "
                     f"{holders.summary(found)}. Waiting (Ctrl-C stops waiting; nothing is "
                     f"lost, the daemon still exits when they are done)")
-        if os.geteuid() != 0 and waited >= 1.0:
+        if waited >= 1.0 and os.geteuid() != 0:
             return (f"{mountpoint} is detached; waiting for the daemon (pid {pid}) to exit: "
-                    "a program (maybe another user's, which cryptfs cannot see) still holds "
-                    "files there")
-        return None
+                    "it is writing the last changes (and uploading what is pending, if the "
+                    "vault has a remote), or a program that cryptfs cannot see (another "
+                    "user's) still holds files there")
     if waited >= 1.0:
-        return (f"waiting for the mount daemon (pid {pid}) to finish: it writes the last "
-                "changes and uploads what is pending to the remote before it exits")
+        return (f"waiting for the mount daemon (pid {pid}) to write the last changes and, if "
+                "the vault has a remote, upload what is pending before it exits")
     return None

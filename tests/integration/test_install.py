@@ -27,10 +27,16 @@ pytestmark = [needs_fuse, pytest.mark.timeout(300)]
 
 
 def _copy_checkout(dest: Path) -> Path:
-    """The files a fresh clone would have (tracked, plus new ones not ignored)."""
-    files = subprocess.run(["git", "ls-files", "-z", "-c", "-o", "--exclude-standard"],
-                           cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
-    for name in filter(None, files):
+    """The files a fresh clone would have: tracked and new ones not ignored (or, outside
+    a git work tree, everything but environments and build output)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "-c", "-o", "--exclude-standard"],
+                            cwd=ROOT, capture_output=True, check=False)
+    if listed.returncode != 0:
+        shutil.copytree(ROOT, dest, symlinks=True, ignore=shutil.ignore_patterns(
+            ".git", ".venv", "__pycache__", "build", "dist", "*.egg-info", "demo",
+            ".pytest_cache", ".ruff_cache", ".hypothesis"))
+        return dest
+    for name in filter(None, listed.stdout.split(b"\0")):
         src = ROOT / os.fsdecode(name)
         if src.is_file():
             (dest / os.fsdecode(name)).parent.mkdir(parents=True, exist_ok=True)
