@@ -2,10 +2,17 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEB_PACKAGES := fuse3 libfuse3-3 libfuse3-dev pkg-config gcc python3-dev git sqlite3 rsync tar attr
+DEB_PACKAGES := fuse3 libfuse3-3 libfuse3-dev pkg-config gcc python3-dev python3-venv git \
+                sqlite3 rsync tar attr zsh fish sshfs openssh-sftp-server
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# make install-user: cryptfs for this user, outside the checkout (see the README).
+XDG_DATA_HOME   ?= $(HOME)/.local/share
+XDG_CONFIG_HOME ?= $(HOME)/.config
+USER_VENV ?= $(XDG_DATA_HOME)/cryptfs/venv
+USER_BIN  ?= $(HOME)/.local/bin
+PIP_FLAGS ?=
 
-.PHONY: install system-deps demo test test-heavy lint bench clean
+.PHONY: install system-deps demo test test-heavy lint bench clean install-user docs
 
 install: system-deps $(BIN)/cryptfs
 
@@ -34,7 +41,24 @@ test-heavy: install
 	$(BIN)/python -m pytest -q -m slow
 
 lint: install
-	$(BIN)/ruff check cryptfs tests bench
+	$(BIN)/ruff check cryptfs tests bench tools
+
+# Regenerate the man page and the shell completions from the argparse parser.
+docs: install
+	$(BIN)/python tools/gendocs.py
+
+install-user: system-deps
+	$(PYTHON) -m venv $(USER_VENV)
+	$(USER_VENV)/bin/python -m pip install -q $(PIP_FLAGS) --upgrade .
+	mkdir -p $(USER_BIN)
+	ln -sf $(USER_VENV)/bin/cryptfs $(USER_VENV)/bin/mount.fuse.cryptfs $(USER_BIN)/
+	install -D -m 0644 cryptfs/data/cryptfs.1 $(XDG_DATA_HOME)/man/man1/cryptfs.1
+	install -D -m 0644 cryptfs/data/cryptfs.bash $(XDG_DATA_HOME)/bash-completion/completions/cryptfs
+	install -D -m 0644 cryptfs/data/_cryptfs $(XDG_DATA_HOME)/zsh/site-functions/_cryptfs
+	install -D -m 0644 cryptfs/data/cryptfs.fish $(XDG_CONFIG_HOME)/fish/completions/cryptfs.fish
+	install -D -m 0644 examples/systemd/cryptfs@.service $(XDG_CONFIG_HOME)/systemd/user/cryptfs@.service
+	@echo "Installed $(USER_BIN)/cryptfs (man cryptfs; completions for bash, zsh, fish; systemd user unit cryptfs@.service)."
+	@case ":$$PATH:" in *":$(USER_BIN):"*) ;; *) echo "Add $(USER_BIN) to your PATH (Debian's ~/.profile does so at the next login if it exists)." ;; esac
 
 bench: install
 	@missing=""; for p in gocryptfs securefs; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from . import __version__, keys
 from .config import BACKUP_NAME, VaultConfig, write_atomic
-from .errors import CryptfsError, ExitCode
-from .passphrase import NEW_ENV_VAR, PassphraseSource
+from .errors import CryptfsError, ExitCode, NotFoundError, UsageError
+from .passphrase import NEW_ENV_VAR, PassphraseSource, check_new
 from .volume import Volume
 
 log = logging.getLogger("cryptfs")
@@ -27,10 +27,11 @@ exit codes:
   2   bad command line
   10  wrong passphrase or recovery key
   11  backing directory missing, not a vault, or config corrupt/unsupported
-  12  mount point missing, not a directory, not empty, or already mounted
+  12  mount point missing, not a directory, not empty, already mounted, or busy
   13  FUSE unavailable or the mount failed to come up
   14  data failed authentication (tampered or corrupt vault)
   15  path not found inside the vault
+  16  sync failed: the remote could not be reached or rclone failed (nothing lost)
 """
 
 
@@ -65,11 +66,32 @@ def _plain(path: str) -> str:
     return "/" if path == "//" else path
 
 
+def _not_found(backing: str, path: str) -> NotFoundError:
+    return NotFoundError(f"{path}: no such file or directory in the vault {backing} "
+                         f"('cryptfs ls {backing} {posixpath.dirname(path)}' lists what is "
+                         "there)")
+
+
+def _check_remote_arg(backing: str, remembered: str | None, given: str) -> str:
+    """A --remote that differs from the remembered one is refused (a typo would otherwise
+    start a second copy of the vault there and become the remote from then on)."""
+    from .sync import check_location
+
+    remote = check_location(given, "remote")
+    if remembered and remote != remembered:
+        raise UsageError(f"{backing} syncs with {remembered}, not {remote}. To switch remotes, "
+                         f"run 'cryptfs remote set {backing} {remote}' first")
+    return remote
+
+
 # -- commands ---------------------------------------------------------------------------
 def cmd_init(args: argparse.Namespace) -> int:
     if os.path.isdir(args.backing) and os.listdir(args.backing):
         raise CryptfsError(f"{args.backing} is not empty; a vault needs an empty directory")
     passphrase = _source(args).get("New passphrase: ", confirm=True)
+    warning = check_new(passphrase, args.force)
+    if warning:
+        print(f"cryptfs: {warning}", file=sys.stderr)
     if args.remote:
         from .sync import check_location
 
@@ -96,6 +118,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
+    from . import daemonlog
     from . import mount as m
 
     m.check_fuse_available()
@@ -108,12 +131,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
         opts["subtype"] = m.WRITEBACK_SUBTYPE  # so 'cryptfs sync' can tell (see _run_sync)
     setup = (lambda: sync_setup(volume)) if sync_setup else None
     if args.foreground:
-        m.mount_foreground(volume, args.mountpoint, opts, setup)
+        m.mount_foreground(volume, args.mountpoint, opts, setup, idle=args.idle)
         return 0
-    pid = m.mount_background(volume, args.mountpoint, opts, log_file=args.log,
-                             sync_setup=setup)
+    target = daemonlog.choose(args.log)
+    pid = m.mount_background(volume, args.mountpoint, opts, log_target=target,
+                             sync_setup=setup, idle=args.idle)
     if not args.quiet:
-        print(f"Mounted {args.backing} on {args.mountpoint} (daemon pid {pid}).")
+        print(f"Mounted {args.backing} on {args.mountpoint} (daemon pid {pid}; "
+              f"log: {target.describe()}).")
     return 0
 
 
@@ -123,9 +148,7 @@ def _prepare_autosync(args: argparse.Namespace):
 
     settings = VaultSettings.load(args.backing)
     if args.remote:
-        from .sync import check_location
-
-        settings.remote = check_location(args.remote, "remote")
+        settings.remote = _check_remote_arg(args.backing, settings.remote, args.remote)
         settings.save()
     if args.no_sync or not settings.remote or args.read_only:
         return None
@@ -152,8 +175,11 @@ def cmd_unmount(args: argparse.Namespace) -> int:
     from . import mount as m
     from .settings import VaultSettings
 
+    def say(text: str) -> None:
+        print(f"cryptfs: {text}", file=sys.stderr, flush=True)
+
     started = time.time()
-    backing = m.unmount(args.mountpoint, lazy=args.lazy)
+    backing = m.unmount(args.mountpoint, lazy=args.lazy, say=say)
     if backing and os.path.isdir(backing):
         settings = VaultSettings.load(backing)
         if settings.remote and settings.last_error_time and settings.last_error_time >= started:
@@ -176,6 +202,9 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         master_key = cfg.unlock(_source(args).get("Current passphrase: "))
     new_source = PassphraseSource(args.new_passfile, None, env_var=NEW_ENV_VAR)
     new = new_source.get("New passphrase: ", confirm=True)
+    warning = check_new(new, args.force)
+    if warning:
+        print(f"cryptfs: {warning}", file=sys.stderr)
     new_cfg = cfg.rewrap(master_key, new)
     backup = Path(args.backing) / BACKUP_NAME
     write_atomic(backup, cfg.to_json())  # until the new config is proven to work
@@ -211,7 +240,10 @@ def _mode_char(mode: int) -> str:
 def cmd_ls(args: argparse.Namespace) -> int:
     vol = _unlock(args, read_only=True)
     top = _plain(args.path)
-    attrs = vol.stat(top)
+    try:
+        attrs = vol.stat(top)
+    except FileNotFoundError:
+        raise _not_found(args.backing, top) from None
     if not stat.S_ISDIR(attrs.mode):
         print(top)
         return 0
@@ -236,7 +268,13 @@ def cmd_ls(args: argparse.Namespace) -> int:
 def cmd_cat(args: argparse.Namespace) -> int:
     vol = _unlock(args, read_only=True)
     path = _plain(args.path)
-    fh = vol.open(vol.resolve(path), os.O_RDONLY)
+    try:
+        fh = vol.open(vol.resolve(path), os.O_RDONLY)
+    except FileNotFoundError:
+        raise _not_found(args.backing, path) from None
+    except IsADirectoryError:
+        raise CryptfsError(f"{path} is a directory in the vault; 'cryptfs ls {args.backing} "
+                           f"{path}' lists it") from None
     out = sys.stdout.buffer
     try:
         offset = 0
@@ -296,9 +334,12 @@ def cmd_fsck(args: argparse.Namespace) -> int:
             fixed = f"  -> repaired: {p.repaired}" if p.repaired else ""
             print(f"{p.kind}: {where}\n    backing: {p.backing_path}\n    {p.detail}"
                   f"{moved}{fixed}")
-        status = "OK" if report.ok else f"{len(report.problems)} problem(s)"
-        if report.problems and not report.unrepaired:
+        status = "OK" if report.ok else f"{len(report.failures)} problem(s)"
+        if report.failures and not report.unrepaired:
             status += ", all repaired or moved aside"
+        elif report.ok and report.problems:
+            status += (f" ({len(report.problems)} leftover(s) of interrupted operations, "
+                       "listed above: harmless; --quarantine or --repair removes them)")
         print(f"fsck: {report.dirs} dirs, {report.files} files, {report.symlinks} symlinks, "
               f"{report.bytes_checked / 2**20:.1f} MiB checked: {status}")
     return 0 if not report.unrepaired else int(ExitCode.INTEGRITY)
@@ -336,8 +377,8 @@ def _run_sync(args: argparse.Namespace, verb: str) -> int:
             sys.stderr.flush()
 
     settings = VaultSettings.load(args.backing)
-    if args.remote and args.remote != settings.remote:
-        settings.remote = args.remote
+    if args.remote:
+        settings.remote = _check_remote_arg(args.backing, settings.remote, args.remote)
     started = time.time()
     try:
         result = syncer.bisync(progress)
@@ -514,6 +555,20 @@ def _max_path(text: str) -> int:
     if not MIN_MAX_PATH <= value <= MAX_MAX_PATH:
         raise argparse.ArgumentTypeError(f"must be from {MIN_MAX_PATH} to {MAX_MAX_PATH}")
     return value
+def _duration(text: str) -> float:
+    from .idle import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from . import shellfiles
+
+    sys.stdout.write(shellfiles.completion(args.shell))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -543,6 +598,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder (default 250; lower it for a provider or sync client with "
                         "a tighter limit, e.g. Windows' 260 minus the sync folder's path)")
     p.add_argument("--remote", metavar="REMOTE:PATH", help="remember this rclone remote")
+    p.add_argument("--force", action="store_true",
+                   help="accept a passphrase shorter than 8 characters")
     _add_pass_args(p, masterkey=False)
 
     p = add("mount", cmd_mount, "mount BACKING on MOUNTPOINT")
@@ -553,7 +610,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--read-only", action="store_true", help="mount read-only")
     p.add_argument("-o", action="append", metavar="OPT[,OPT]",
                    help="FUSE mount options, e.g. allow_other")
-    p.add_argument("--log", metavar="FILE", help="daemon log file (default: syslog)")
+    p.add_argument("--log", metavar="FILE",
+                   help="daemon log file (default: syslog/the journal where /dev/log exists, "
+                        "else $XDG_STATE_HOME/cryptfs/cryptfs.log)")
+    p.add_argument("--idle", type=_duration, metavar="DURATION",
+                   help="unmount after this long without filesystem activity, e.g. 30m, "
+                        "1h, 90s (not while programs keep files open there)")
     p.add_argument("--writeback", action="store_true",
                    help="kernel writeback cache: small writes merged (faster untar); write "
                         "errors show at fsync, unflushed data is lost if the daemon is "
@@ -571,12 +633,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("unmount", cmd_unmount, "flush and unmount MOUNTPOINT")
     p.add_argument("mountpoint")
-    p.add_argument("--lazy", action="store_true", help="detach now even if busy")
+    p.add_argument("--lazy", action="store_true",
+                   help="detach now even if busy; the daemon exits (and this command "
+                        "returns) once the programs holding files there close them")
 
     p = add("passwd", cmd_passwd, "change the passphrase (no data is re-encrypted)")
     p.add_argument("backing")
     p.add_argument("--new-passfile", metavar="FILE",
                    help=f"new passphrase from FILE (else ${NEW_ENV_VAR}, else a prompt)")
+    p.add_argument("--force", action="store_true",
+                   help="accept a new passphrase shorter than 8 characters")
     _add_pass_args(p)
 
     p = add("info", cmd_info, "show the vault's format and parameters (no passphrase)")
@@ -646,6 +712,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backing")
     p.add_argument("backing_path")
     _add_pass_args(p)
+
+    p = add("completion", cmd_completion, "print the shell completion script for SHELL "
+            "(e.g. cryptfs completion bash > ~/.local/share/bash-completion/completions/"
+            "cryptfs)")
+    p.add_argument("shell", choices=["bash", "zsh", "fish"])
     return parser
 
 
@@ -655,7 +726,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="cryptfs: %(levelname)s: %(message)s")
     if not args.verbose:
-        logging.getLogger("mfusepy").setLevel(logging.WARNING)
+        logging.getLogger("pyfuse3").setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except CryptfsError as exc:

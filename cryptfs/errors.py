@@ -19,7 +19,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2  # bad command line (argparse)
     WRONG_PASSPHRASE = 10  # passphrase or recovery key does not open the vault
     BAD_VAULT = 11  # backing dir missing, not a vault, config corrupt or unsupported
-    BAD_MOUNTPOINT = 12  # mount point missing, not a directory, not empty or in use
+    BAD_MOUNTPOINT = 12  # mount point missing, not a directory, not empty or in use (busy)
     MOUNT_FAILED = 13  # FUSE unavailable or the mount did not come up
     INTEGRITY = 14  # data failed authentication (tampered or corrupt)
     NOT_FOUND = 15  # plaintext path does not exist in the vault
@@ -52,6 +52,18 @@ class IntegrityError(CryptfsError):
 
 class BadNameError(IntegrityError):
     """An encrypted name does not decrypt in its directory."""
+
+
+class UsageError(CryptfsError):
+    """The command line asks for something that would be a mistake (exit 2)."""
+
+    exit_code = ExitCode.USAGE
+
+
+class NotFoundError(CryptfsError):
+    """A plaintext path does not exist in the vault."""
+
+    exit_code = ExitCode.NOT_FOUND
 
 
 class MountError(CryptfsError):

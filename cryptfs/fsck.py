@@ -36,6 +36,10 @@ from .xattrs import xattr_object_names
 
 LOST_FOUND = b"lost+found"
 
+# Debris of an interrupted operation, not damage: reported, but the vault is still "ok"
+# (fsck exits 0; --quarantine moves them aside).
+NOTICE_KINDS = frozenset({"leftover-temp", "config-backup"})
+
 
 @dataclass
 class Problem:
@@ -59,12 +63,18 @@ class Report:
     bytes_checked: int = 0
 
     @property
+    def failures(self) -> list[Problem]:
+        """Problems that are damage or tampering (everything but ``NOTICE_KINDS``)."""
+        return [p for p in self.problems if p.kind not in NOTICE_KINDS]
+
+    @property
     def ok(self) -> bool:
-        return not self.problems
+        return not self.failures
 
     @property
     def unrepaired(self) -> list[Problem]:
-        return [p for p in self.problems if not p.repaired and not p.quarantined_to]
+        """Damage that is still there (not repaired, not moved aside)."""
+        return [p for p in self.failures if not p.repaired and not p.quarantined_to]
 
     def as_dict(self) -> dict:
         return {"ok": self.ok, "dirs": self.dirs, "files": self.files,

@@ -1,29 +1,32 @@
 """Mount lifecycle: checks, daemonising, readiness, unmounting.
 
 ``cryptfs mount`` returns only once the kernel has the mount live (the daemon reports
-from FUSE ``init`` through a pipe), or fails with a one-line reason. The daemon records
-its pid in a runtime file keyed by the mount point so ``cryptfs unmount`` can wait for it
-to flush and exit.
+from FUSE ``init`` through a pipe), or fails with libfuse's reason and what to do
+(``diagnose``). A foreground mount tells systemd when it is live (``sd_notify``
+READY=1, for ``Type=notify`` units). The daemon records its pid in a runtime file keyed
+by the mount point so ``cryptfs unmount`` can wait for it to flush and exit. With
+``idle`` seconds, the daemon unmounts itself after that long without a request (``idle``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import logging.handlers
 import os
 import re
 import resource
 import shutil
 import signal
 import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import daemonlog, diagnose, holders
 from .errors import MountError, MountpointError
+from .idle import ActivityClock, IdleWatcher, format_duration
 from .sync import process_alive
 from .volume import Volume
 
@@ -116,9 +119,12 @@ def check_mountpoint(mountpoint: str, backing: str) -> None:
 
 
 def check_fuse_available() -> None:
-    if not os.path.exists("/dev/fuse"):
+    if not os.path.exists(diagnose.DEV_FUSE):
         raise MountError("/dev/fuse is missing: load the fuse module (modprobe fuse) "
                          "or run where FUSE is available")
+    if not diagnose.dev_fuse_usable():
+        raise MountError(f"cannot open /dev/fuse: permission denied.\n  what to do: "
+                         f"{diagnose.dev_fuse_hint()}")
     if not fusermount_binary():
         raise MountError("fusermount3 is not installed: install the 'fuse3' package")
 
@@ -152,15 +158,32 @@ def fuse_options(backing: str, read_only: bool, extra: list[str]) -> dict[str, A
 
 
 def _serve(volume: Volume, mountpoint: str, opts: dict[str, Any],
-           on_ready: Callable[[], None] | None, sync_setup: Callable[[], Any] | None = None
-           ) -> None:
+           on_ready: Callable[[], None] | None, sync_setup: Callable[[], Any] | None = None,
+           idle: float | None = None) -> None:
+    """Serve until unmounted (or stopped by SIGTERM/SIGINT, which end the request loop and
+    unmount). Raises MountError, with libfuse's reason, if the mount never came up."""
     try:
         from . import fuse
     except (OSError, ImportError) as exc:
         raise MountError(f"cannot load libfuse 3 ({exc}); install the 'fuse3' package") \
             from None
+    mountpoint = os.path.abspath(mountpoint)  # libfuse changes to / once mounted
     pidfile = pidfile_for(mountpoint)
     pidfile.write_text(f"{os.getpid()}\n")
+    capture = diagnose.StderrCapture()  # libfuse's and fusermount3's reasons, until live
+    live = threading.Event()
+    clock = ActivityClock()
+    watcher = IdleWatcher(clock, idle, lambda: _idle_unmount(mountpoint, idle)) if idle else None
+
+    def ready() -> None:  # FUSE init: the kernel has the mount
+        capture.release(replay=True)
+        live.set()
+        if watcher is not None:
+            watcher.start()
+        _notify_systemd(f"READY=1\nSTATUS=cryptfs: {volume.backing} mounted on {mountpoint}")
+        if on_ready is not None:
+            on_ready()
+
     try:
         autosync = sync_setup() if sync_setup else None
         opts = dict(opts)
@@ -169,25 +192,61 @@ def _serve(volume: Volume, mountpoint: str, opts: dict[str, Any],
         subtype = opts.pop("subtype")
         read_only = bool(opts.pop("ro", False)) or volume.read_only
         fuse.serve(volume, mountpoint, fsname=fsname, subtype=subtype, read_only=read_only,
-                   extra=opts, on_ready=on_ready, autosync=autosync, writeback=writeback)
+                   extra=opts, on_ready=ready, autosync=autosync, writeback=writeback,
+                   activity=clock)
     except RuntimeError as exc:
-        raise MountError(f"FUSE mount of {mountpoint} failed ({exc}); see the log") from None
+        if live.is_set():
+            # After a live mount, libfuse's loop returns non-zero when a signal (Ctrl-C,
+            # SIGTERM) ended it: it has unmounted, and this is a normal stop.
+            log.info("stopped (libfuse returned %s after a signal); %s unmounted",
+                     exc, mountpoint)
+            return
+        text = capture.text()
+        capture.release(replay=False)
+        raise MountError(diagnose.explain(mountpoint, exc, text)) from None
     finally:
+        capture.release(replay=True)
+        if watcher is not None:
+            watcher.stop()
         try:
             pidfile.unlink()
         except FileNotFoundError:
             pass
 
 
+def _notify_systemd(state: str) -> None:
+    """sd_notify(3) when started by systemd with Type=notify ($NOTIFY_SOCKET)."""
+    if not os.environ.get("NOTIFY_SOCKET"):
+        return
+    import sdnotify
+
+    sdnotify.SystemdNotifier().notify(state)
+
+
+def _idle_unmount(mountpoint: str, idle: float) -> bool:
+    """The idle watcher's action: unmount the normal way; False if busy (try later)."""
+    try:
+        detach(mountpoint)
+    except MountError as exc:
+        log.warning("idle for %s, but not unmounted: %s; trying again later",
+                    format_duration(idle), exc)
+        return False
+    log.warning("unmounted %s after %s without activity (--idle)", mountpoint,
+                format_duration(idle))
+    return True
+
+
 def mount_foreground(volume: Volume, mountpoint: str, opts: dict[str, Any],
-                     sync_setup: Callable[[], Any] | None = None) -> None:
+                     sync_setup: Callable[[], Any] | None = None,
+                     idle: float | None = None) -> None:
     harden_process()
-    _serve(volume, mountpoint, opts, None, sync_setup)
+    _serve(volume, mountpoint, opts, None, sync_setup, idle)
 
 
 def mount_background(volume: Volume, mountpoint: str, opts: dict[str, Any], *,
-                     log_file: str | None, timeout: float = READY_TIMEOUT,
-                     sync_setup: Callable[[], Any] | None = None) -> int:
+                     log_target: daemonlog.LogTarget, timeout: float = READY_TIMEOUT,
+                     sync_setup: Callable[[], Any] | None = None,
+                     idle: float | None = None) -> int:
     """Fork a daemon that serves the mount; return its pid once the mount is live."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -196,18 +255,18 @@ def mount_background(volume: Volume, mountpoint: str, opts: dict[str, Any], *,
         code = 1
         try:
             os.setsid()
-            _daemon_stdio(log_file)
+            _daemon_stdio(log_target)
             harden_process()
 
             def ready() -> None:
                 os.write(write_fd, b"OK\n")
 
-            _serve(volume, mountpoint, opts, ready, sync_setup)
+            _serve(volume, mountpoint, opts, ready, sync_setup, idle)
             code = 0
         except BaseException as exc:  # report anything to the parent, then exit
             msg = str(exc) or exc.__class__.__name__
             try:
-                os.write(write_fd, b"ERR " + msg.encode(errors="replace")[:2000] + b"\n")
+                os.write(write_fd, b"ERR " + msg.encode(errors="replace")[:4000] + b"\0")
             except OSError:
                 pass
             log.error("mount failed: %s", msg)
@@ -232,7 +291,7 @@ def _wait_ready(pid: int, read_fd: int, mountpoint: str, timeout: float) -> int:
                 buf += chunk
                 if buf.startswith(b"OK"):
                     return pid
-                if buf.startswith(b"ERR") and buf.endswith(b"\n"):
+                if buf.startswith(b"ERR") and buf.endswith(b"\0"):
                     break
             elif chunk == b"":  # daemon closed the pipe: it exited
                 break
@@ -246,42 +305,41 @@ def _wait_ready(pid: int, read_fd: int, mountpoint: str, timeout: float) -> int:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
-    text = buf.decode(errors="replace").strip()
+    text = buf.rstrip(b"\0").decode(errors="replace").strip()
     raise MountError(text[4:] if text.startswith("ERR ") else "the mount daemon exited early")
 
 
-def _daemon_stdio(log_file: str | None) -> None:
+def _daemon_stdio(log_target: daemonlog.LogTarget) -> None:
+    """stdin from /dev/null; logging, stdout and stderr to the log target."""
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
-    if log_file:
-        out = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    else:
-        out = devnull
+    fd = daemonlog.install(log_target)
+    out = devnull if fd is None else fd
     os.dup2(out, 1)
     os.dup2(out, 2)
-    root = logging.getLogger()
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    if log_file:
-        handler: logging.Handler = logging.StreamHandler(sys.stderr)
-    elif os.path.exists("/dev/log"):
-        handler = logging.handlers.SysLogHandler(address="/dev/log")
-    else:
-        handler = logging.NullHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s cryptfs[%(process)d] %(levelname)s "
-                                           "%(message)s"))
-    root.addHandler(handler)
 
 
-def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 660.0) -> str | None:
+def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 660.0,
+            say: Callable[[str], None] | None = None) -> str | None:
     """Unmount and wait for the daemon to flush (and upload what is pending) and exit.
-    Returns the backing directory if it was a cryptfs mount."""
+    ``say`` gets a line whenever the wait has a reason the user should know (programs
+    still holding a lazily detached mount, a final upload). Returns the backing directory
+    if it was a cryptfs mount."""
     found = mount_entry(mountpoint)
     if found is None:
         raise MountpointError(f"{mountpoint} is not mounted")
     fstype, source = found
     if not fstype.startswith("fuse"):
         raise MountpointError(f"{mountpoint} is not a FUSE mount ({fstype})")
+    where = holders.locate(mountpoint)  # kept: a lazy unmount removes it from mountinfo
+    detach(mountpoint, lazy=lazy)
+    _wait_daemon(mountpoint, timeout, where if lazy else None, say)
+    return source[len("cryptfs:"):] if source.startswith("cryptfs:") else None
+
+
+def detach(mountpoint: str, lazy: bool = False) -> None:
+    """Take the mount out of the tree (``fusermount3 -u``; ``-z`` when lazy). A busy mount
+    raises MountpointError naming the processes that hold it."""
     binary = fusermount_binary()
     if binary:
         cmd = [binary, "-u", "-z", mountpoint] if lazy else [binary, "-u", mountpoint]
@@ -291,23 +349,56 @@ def unmount(mountpoint: str, *, lazy: bool = False, timeout: float = 660.0) -> s
     if proc.returncode != 0:
         reason = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"
         if "busy" in reason.lower():
-            raise MountError(f"{mountpoint} is busy (a program has files open there); close "
-                             f"them, or use 'cryptfs unmount --lazy {mountpoint}'")
+            found = holders.find(mountpoint)
+            who = f": {holders.summary(found)}" if found else ""
+            raise MountpointError(
+                f"{mountpoint} is busy (programs have files or their working directory "
+                f"there{who}); close them, or use 'cryptfs unmount --lazy {mountpoint}'")
         raise MountError(f"unmount of {mountpoint} failed: {reason}")
-    _wait_daemon(mountpoint, timeout)
-    return source[len("cryptfs:"):] if source.startswith("cryptfs:") else None
 
 
-def _wait_daemon(mountpoint: str, timeout: float) -> None:
+def _wait_daemon(mountpoint: str, timeout: float, lazy_where: tuple[int, int, str] | None,
+                 say: Callable[[str], None] | None) -> None:
     pidfile = pidfile_for(mountpoint)
     try:
         pid = int(pidfile.read_text().strip())
     except (OSError, ValueError):
         return
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
+    shown: str | None = None
+    next_look = started
     while time.monotonic() < deadline:
         if not process_alive(pid):
-            break
+            return
+        now = time.monotonic()
+        if say is not None and now >= next_look:
+            next_look = now + 5.0
+            text = _wait_reason(mountpoint, pid, lazy_where, now - started)
+            if text and text != shown:
+                say(text)
+                shown = text
         time.sleep(0.05)
-    else:
-        raise MountError(f"the mount daemon (pid {pid}) did not exit within {timeout:.0f} s")
+    raise MountError(f"the mount daemon (pid {pid}) did not exit within {timeout:.0f} s")
+
+
+def _wait_reason(mountpoint: str, pid: int, lazy_where: tuple[int, int, str] | None,
+                 waited: float) -> str | None:
+    """What the daemon is still waiting for, in a line for the user (None: nothing to say
+    yet)."""
+    if lazy_where is not None:
+        found = holders.find(lazy_where, skip_pids=(pid,))
+        if found:
+            return (f"{mountpoint} is detached; the daemon (pid {pid}) writes the last "
+                    f"changes and exits once these programs close what they hold there: "
+                    f"{holders.summary(found)}. Waiting (Ctrl-C stops waiting; nothing is "
+                    f"lost, the daemon still exits when they are done)")
+        if waited >= 1.0 and os.geteuid() != 0:
+            return (f"{mountpoint} is detached; waiting for the daemon (pid {pid}) to exit: "
+                    "it is writing the last changes (and uploading what is pending, if the "
+                    "vault has a remote), or a program that cryptfs cannot see (another "
+                    "user's) still holds files there")
+    if waited >= 1.0:
+        return (f"waiting for the mount daemon (pid {pid}) to write the last changes and, if "
+                "the vault has a remote, upload what is pending before it exits")
+    return None

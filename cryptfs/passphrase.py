@@ -17,10 +17,26 @@ from .errors import CryptfsError
 
 ENV_VAR = "CRYPTFS_PASSWORD"
 NEW_ENV_VAR = "CRYPTFS_NEW_PASSWORD"
+MIN_LENGTH = 8  # characters; shorter new passphrases need --force
 
 
 class PassphraseError(CryptfsError):
     """No usable passphrase could be obtained."""
+
+
+def check_new(passphrase: bytes, force: bool = False) -> str | None:
+    """Judge a new passphrase: raise PassphraseError if it has fewer than MIN_LENGTH
+    characters (unless ``force``); return a warning to print when it was forced."""
+    length = len(passphrase.decode("utf-8", errors="replace"))
+    if length >= MIN_LENGTH:
+        return None
+    text = (f"the passphrase has only {length} character{'s' if length != 1 else ''}: "
+            "cryptfs.conf (uploaded to the remote by default) lets anyone who has it try "
+            "guesses offline, and short passphrases fall fast")
+    if not force:
+        raise PassphraseError(f"{text}. Use at least {MIN_LENGTH} characters (several "
+                              "random words are best), or --force to accept it anyway")
+    return f"warning: {text} (accepted because of --force)"
 
 
 @dataclass

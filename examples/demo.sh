@@ -7,8 +7,8 @@
 # leaves a mount behind).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CRYPTFS="$PWD/.venv/bin/cryptfs"
-DEMO="$PWD/demo"
+CRYPTFS="${CRYPTFS:-$PWD/.venv/bin/cryptfs}"
+DEMO="${DEMO_DIR:-$PWD/demo}"
 VAULT="$DEMO/vault"
 MNT="$DEMO/mnt"
 CLOUD="$DEMO/cloud"
@@ -60,7 +60,8 @@ step "cryptfs unmount $MNT (uploads what is pending first)"
 "$CRYPTFS" status "$VAULT"
 
 step "What the cloud holds ($CLOUD): only ciphertext"
-(cd "$CLOUD" && find . -type f -printf '%10s  %p\n' | sort -k2 | cut -c1-110)
+echo "(size in bytes, then the whole encrypted path of each object)"
+(cd "$CLOUD" && find . -type f -printf '%10s  %p\n' | sort -k2)
 if grep -rqs "PIN: 4711" "$CLOUD"; then echo "PLAINTEXT FOUND IN THE CLOUD"; exit 1; fi
 "$CRYPTFS" audit-remote "$VAULT"
 
@@ -73,3 +74,12 @@ step "Read it back offline, without FUSE: cryptfs ls / cat"
 "$CRYPTFS" cat "$VAULT" "Documents/Taxes 2026/bank.txt"
 
 step "Done. The demo vault is in $VAULT (passphrase in examples/demo.sh)."
+cat <<EOF
+Next, try it yourself with the demo vault (in a shell where
+  export CRYPTFS_PASSWORD="$CRYPTFS_PASSWORD"
+was run, or type that passphrase when asked):
+  $CRYPTFS mount $VAULT $MNT      # then open $MNT in your file manager
+  $CRYPTFS unmount $MNT
+or make your own vault (asks for a passphrase): $CRYPTFS init ~/vault
+To have the cryptfs command on your PATH: make install-user (README, "Install").
+EOF

@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,6 +125,7 @@ def isolated_settings(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_CONFIG_HOME", str(base / "config"))
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(base / "run"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(base / "state"))  # daemon logs
     (base / "rclone.conf").write_text("")
     monkeypatch.setenv("RCLONE_CONFIG", str(base / "rclone.conf"))
     return base
@@ -186,78 +188,139 @@ def work(shared_mount: Mount, request) -> Path:
     return d
 
 
-class NormalUser:
-    """Runs commands as an unprivileged user: a user made for the test session when the
-    suite runs as root, else the user running it."""
+# -- a normal (non-root) user -------------------------------------------------------------
+class User:
+    """Runs commands as an unprivileged user: a user this test session created (when the
+    tests run as root) or the current user. ``python`` is an interpreter that user may
+    run, with this checkout and its dependencies importable."""
 
-    def __init__(self, uid: int, gid: int, base: Path) -> None:
-        self.uid, self.gid, self.base = uid, gid, base
-        self._n = 0
+    def __init__(self, name: str, uid: int, gid: int, home: Path, switch: bool) -> None:
+        self.name, self.uid, self.gid, self.home, self.switch = name, uid, gid, home, switch
+        self.python: list[str] = [sys.executable]
+        self.pythonpath = ""
 
-    def _argv(self, argv: list[str]) -> list[str]:
-        if os.geteuid() != 0:
-            return argv
-        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups",
-                "--", *argv]
+    def argv(self, *args: str) -> list[str]:
+        """``args`` as this user (setpriv drops root; nothing to do otherwise)."""
+        if not self.switch:
+            return list(args)
+        return ["setpriv", f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups",
+                *args]
 
-    def env(self) -> dict[str, str]:
-        home = self.base / "home"
-        return dict(os.environ, HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
-                    XDG_RUNTIME_DIR=str(home / "run"), XDG_STATE_HOME=str(home / "state"),
-                    CRYPTFS_PASSWORD=PASSWORD, CRYPTFS_TESTONLY_WEAK_KDF="1",
-                    RCLONE_CONFIG=str(home / "rclone.conf"))
+    def env(self, **extra: str) -> dict[str, str]:
+        """A clean environment for this user (extra values override)."""
+        env = {"HOME": str(self.home), "USER": self.name, "LOGNAME": self.name,
+               "PATH": f"{self.home}/.local/bin:/usr/local/bin:/usr/bin:/bin",
+               "XDG_RUNTIME_DIR": str(self.home / "run"),
+               "CRYPTFS_TESTONLY_WEAK_KDF": "1", "LANG": "C.UTF-8"}
+        if self.pythonpath:
+            env["PYTHONPATH"] = self.pythonpath
+        env.update(extra)
+        return env
 
-    def workdir(self) -> Path:
-        """A fresh directory owned by the user."""
-        self._n += 1
-        d = self.base / f"w{self._n}"
-        self.run(["mkdir", "-p", str(d)])
-        return d
+    def cryptfs_argv(self, *args: str) -> list[str]:
+        return self.argv(*self.python, "-m", "cryptfs", *args)
 
-    def run(self, argv: list[str], check: bool = True) -> str:
-        proc = subprocess.run(self._argv(argv), capture_output=True, text=True,
-                              env=self.env(), timeout=120, check=False)
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{argv} as uid {self.uid} failed ({proc.returncode}): "
-                                 f"{proc.stdout}{proc.stderr}")
-        return proc.stdout
+    def run(self, argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 60,
+            cwd: str | Path | None = None, input_: bytes | None = None
+            ) -> subprocess.CompletedProcess:
+        return subprocess.run(self.argv(*argv), env=env or self.env(), cwd=cwd or self.home,
+                              capture_output=True, input=input_, timeout=timeout, check=False)
 
-    def popen(self, argv: list[str]) -> subprocess.Popen:
-        return subprocess.Popen(self._argv(argv), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, text=True, env=self.env(),
-                                start_new_session=True)
+    def cryptfs(self, *args: str, password: str | None = PASSWORD, timeout: float = 60,
+                env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        full = self.env(**({"CRYPTFS_PASSWORD": password} if password is not None else {}))
+        full.update(env or {})
+        return self.run([*self.python, "-m", "cryptfs", *args], env=full, timeout=timeout)
+
+    def mkdir(self, path: Path) -> Path:
+        """``mkdir -p`` as this user: every directory it makes belongs to the user."""
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        path.mkdir(parents=True, exist_ok=True)
+        if self.switch:
+            for made in [path, *missing]:
+                os.chown(made, self.uid, self.gid)
+        return path
+
+
+def _user_python(user: User) -> None:
+    """Pick an interpreter the user may run: ours, else the system's of the same version
+    with our site-packages and checkout on PYTHONPATH (root's pyenv can be unreadable)."""
+    import sysconfig
+
+    root = str(Path(__file__).resolve().parent.parent)
+    # Through a shell: setpriv itself may still find a binary that the user cannot reach.
+    probe = ["sh", "-c", 'exec "$0" -c "import cryptfs, nacl, pyfuse3"']
+    if user.run([*probe, sys.executable], cwd="/").returncode == 0:
+        return
+    system = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    user.pythonpath = f"{sysconfig.get_paths()['purelib']}:{root}"
+    if os.path.exists(system) and user.run([*probe, system], cwd="/").returncode == 0:
+        user.python = [system]
+        return
+    pytest.skip("no Python interpreter that the unprivileged user may run")
 
 
 @pytest.fixture(scope="session")
 def normal_user(tmp_path_factory):
-    import tempfile
+    """An unprivileged user with a home directory, and /dev/fuse usable by it.
+
+    As root: a user made for this session (deleted at the end; its leftover processes,
+    all started by the tests, are killed first). /dev/fuse is made mode 0666 if it is not
+    (the mode Debian's udev rules give it; a container may not). Otherwise: the current
+    user.
+    """
+    import pwd
 
     if os.geteuid() != 0:
-        base = Path(tempfile.mkdtemp(prefix="cryptfs-user-"))
-        yield NormalUser(os.getuid(), os.getgid(), base)
-        shutil.rmtree(base, ignore_errors=True)
+        pw = pwd.getpwuid(os.getuid())
+        home = tmp_path_factory.mktemp("home-user")
+        user = User(pw.pw_name, pw.pw_uid, pw.pw_gid, home, switch=False)
+        (home / "run").mkdir(mode=0o700)
+        _user_python(user)
+        yield user
         return
     if shutil.which("useradd") is None or shutil.which("setpriv") is None:
-        pytest.skip("needs useradd and setpriv to run as a normal user")
-    name = f"cfst{os.getpid() % 100000}"
-    base = Path(tempfile.mkdtemp(prefix="cryptfs-user-"))
-    os.chmod(base, 0o755)
-    subprocess.run(["useradd", "--no-create-home", "--home-dir", str(base / "home"),
-                    "--shell", "/bin/sh", name], check=True, capture_output=True)
+        pytest.skip("needs useradd and setpriv to act as a normal user")
+    name = f"cfst{os.getpid()}"
+    home = Path(tempfile.mkdtemp(prefix="cryptfs-user-", dir="/tmp"))
+    subprocess.run(["useradd", "--no-create-home", "--home-dir", str(home), "--shell",
+                    "/bin/sh", "--user-group", name], check=True, capture_output=True)
     try:
-        import pwd
-
         pw = pwd.getpwnam(name)
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        user = NormalUser(pw.pw_uid, pw.pw_gid, base)
-        user.run(["mkdir", "-p", str(base / "home" / "run")])
-        probe = subprocess.run(user._argv([sys.executable, "-c", "import cryptfs"]),
-                               capture_output=True, env=user.env(), check=False)
-        if probe.returncode != 0:
-            pytest.skip(f"user {name} cannot run this checkout's Python: "
-                        f"{probe.stderr.decode(errors='replace').strip()[-200:]}")
+        os.chown(home, pw.pw_uid, pw.pw_gid)
+        os.chmod(home, 0o755)
+        user = User(name, pw.pw_uid, pw.pw_gid, home, switch=True)
+        user.mkdir(home / "run")
+        os.chmod(home / "run", 0o700)
+        if os.path.exists("/dev/fuse") and os.stat("/dev/fuse").st_mode & 0o006 != 0o006:
+            os.chmod("/dev/fuse", 0o666)
+        _user_python(user)
         yield user
     finally:
-        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True, check=False)
-        subprocess.run(["userdel", name], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
+        _kill_user_processes(pw.pw_uid)
+        subprocess.run(["userdel", name], check=False, capture_output=True)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def _kill_user_processes(uid: int) -> None:
+    """Unmount what the test user left mounted and kill its processes (the tests started
+    all of them: the user exists only for this session)."""
+    with open("/proc/self/mountinfo", "rb") as fh:
+        for line in fh:
+            fields = line.split()
+            if b"user_id=%d," % uid in line and b"fuse" in line:
+                subprocess.run([FUSERMOUNT or "umount", "-u", "-z",
+                                os.fsdecode(fields[4])], capture_output=True, check=False)
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+@pytest.fixture
+def user_dir(normal_user: User, request) -> Path:
+    """A fresh directory owned by the normal user, inside its home."""
+    return normal_user.mkdir(normal_user.home / request.node.name[:60])

@@ -14,6 +14,6 @@ def test_ruff_clean() -> None:
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     if not Path(ruff).exists():
         pytest.skip("ruff not installed")
-    proc = subprocess.run([ruff, "check", "cryptfs", "tests", "bench"], cwd=ROOT,
+    proc = subprocess.run([ruff, "check", "cryptfs", "tests", "bench", "tools"], cwd=ROOT,
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -30,7 +30,7 @@ log = logging.getLogger("cryptfs")
 def serve(volume: Volume, mountpoint: str, *, fsname: str, subtype: str,
           read_only: bool = False, extra: dict[str, Any] | None = None,
           on_ready: Callable[[], None] | None = None, autosync: Any = None,
-          writeback: bool = False) -> None:
+          writeback: bool = False, activity: Any = None) -> None:
     """Mount ``volume`` on ``mountpoint`` and serve until unmounted or SIGTERM/SIGINT.
     Raises RuntimeError if the mount cannot be made. Uploads what is pending (autosync)
     and closes the volume before returning."""
@@ -44,35 +44,26 @@ def serve(volume: Volume, mountpoint: str, *, fsname: str, subtype: str,
         if on_ready is not None:
             on_ready()
 
-    ops = Operations(volume, on_ready=ready, writeback=writeback)
+    ops = Operations(volume, on_ready=ready, writeback=writeback, activity=activity)
     if autosync is not None:
         volume.on_mutation = autosync.notify
     pyfuse3.init(ops, mountpoint, mount_options(fsname, subtype, read_only, extra or {}))
     previous = {}
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous[sig] = signal.signal(sig, lambda *_: pyfuse3.terminate())
-    unmounted = False
     try:
         loop.run(pyfuse3)
-        unmounted = True
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        # Never touch the mount point from here on: with the loop stopped, the kernel
+        # would wait for this process to answer. close() unmounts if still mounted.
+        with contextlib.suppress(Exception):
+            pyfuse3.close(unmount=True)
         if autosync is not None:
             autosync.stop(final_sync=True)  # upload what is pending before exiting
-        with contextlib.suppress(Exception):
-            pyfuse3.close(unmount=not unmounted or _still_mounted(mountpoint))
         volume.close()
         _syncfs(volume.backing)
-
-
-def _still_mounted(mountpoint: str) -> bool:
-    target = os.fsencode(os.path.realpath(mountpoint))
-    try:
-        with open("/proc/self/mountinfo", "rb") as fh:
-            return any(line.split()[4] == target for line in fh)
-    except OSError:
-        return False
 
 
 def _tune_malloc() -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import pyfuse3
 
 from ..errors import IntegrityError
+from ..idle import ActivityClock
 from ..volume import Attr, Caller, Volume
 
 log = logging.getLogger("cryptfs")
@@ -31,6 +32,7 @@ def _op(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     async def wrapper(self: Operations, *args: Any) -> Any:
+        self.activity.touch()  # mount --idle
         try:
             return func(self, *args)
         except pyfuse3.FUSEError:
@@ -79,9 +81,10 @@ class Operations(pyfuse3.Operations):
     enable_acl = False
 
     def __init__(self, volume: Volume, on_ready: Callable[[], None] | None = None,
-                 writeback: bool = False) -> None:
+                 writeback: bool = False, activity: ActivityClock | None = None) -> None:
         super().__init__()
         self.volume = volume
+        self.activity = activity or ActivityClock()
         self._on_ready = on_ready
         self.enable_writeback_cache = writeback
         volume.kernel_appends = writeback

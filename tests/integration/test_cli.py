@@ -149,9 +149,9 @@ def test_passwd_and_recovery_key(tmp_path: Path) -> None:
     assert cryptfs_cmd("ls", str(vault), "--masterkey", key, password=None).returncode == 0
     assert cryptfs_cmd("ls", str(vault), "--masterkey", "00" * 32, password=None).returncode == 10
     proc = cryptfs_cmd("passwd", str(vault), "--masterkey", key, password=None,
-                       env={"CRYPTFS_NEW_PASSWORD": "third"})
+                       env={"CRYPTFS_NEW_PASSWORD": "third passphrase"})
     assert proc.returncode == 0
-    assert cryptfs_cmd("ls", str(vault), password="third").returncode == 0
+    assert cryptfs_cmd("ls", str(vault), password="third passphrase").returncode == 0
     assert sorted(os.listdir(vault)) == ["cryptfs.conf", "d"]
 
 

@@ -11,14 +11,20 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import HAVE_FUSE, Mount, cryptfs_cmd, force_unmount, is_mounted
+from tests.conftest import (
+    HAVE_FUSE,
+    PASSWORD,
+    Mount,
+    cryptfs_cmd,
+    force_unmount,
+    is_mounted,
+)
 
 pytestmark = [pytest.mark.mount, pytest.mark.timeout(120),
               pytest.mark.skipif(not HAVE_FUSE, reason="needs FUSE")]
@@ -148,26 +154,28 @@ USER_SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_permissions_as_a_normal_user(normal_user) -> None:
-    base = normal_user.workdir()
-    vault, mnt = base / "vault", base / "mnt"
-    normal_user.run([sys.executable, "-m", "cryptfs", "init", "--quiet", str(vault)])
-    normal_user.run(["mkdir", str(mnt)])
-    daemon = normal_user.popen([sys.executable, "-m", "cryptfs", "mount", "-f", str(vault),
-                                str(mnt)])
+def test_permissions_as_a_normal_user(normal_user, user_dir: Path) -> None:
+    vault, mnt = user_dir / "vault", normal_user.mkdir(user_dir / "mnt")
+    proc = normal_user.cryptfs("init", "--quiet", str(vault))
+    assert proc.returncode == 0, proc.stderr
+    env = normal_user.env(CRYPTFS_PASSWORD=PASSWORD)
+    daemon = subprocess.Popen(normal_user.cryptfs_argv("mount", "-f", str(vault), str(mnt)),
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              start_new_session=True)
     try:
         deadline = time.monotonic() + 30
         while not is_mounted(mnt) and time.monotonic() < deadline:
             assert daemon.poll() is None, daemon.stderr.read()
             time.sleep(0.05)
-        script = base / "check.py"
+        script = user_dir / "check.py"
         script.write_text(USER_SCRIPT)
-        out = normal_user.run([sys.executable, str(script), str(mnt)])
-        assert "user checks ok" in out
-        owner_mode = normal_user.run(["stat", "-c", "%u %a", str(mnt / "wo2")]).split()
-        assert owner_mode == [str(normal_user.uid), "600"]
+        os.chmod(script, 0o644)
+        proc = normal_user.run([*normal_user.python, str(script), str(mnt)])
+        assert proc.returncode == 0 and b"user checks ok" in proc.stdout, proc.stderr
+        proc = normal_user.run(["stat", "-c", "%u %a", str(mnt / "wo2")])
+        assert proc.stdout.decode().split() == [str(normal_user.uid), "600"]
     finally:
-        normal_user.run(["fusermount3", "-u", str(mnt)], check=False)
+        normal_user.run(["fusermount3", "-u", str(mnt)])
         force_unmount(mnt)
         daemon.wait(20)
 

@@ -394,7 +394,7 @@ def test_daemon_has_no_core_dumps_and_no_password_in_children(vault_dir: Path,
     mnt.mkdir()
     proc = cryptfs_cmd("mount", str(vault_dir), str(mnt))
     assert proc.returncode == 0, proc.stderr
-    pid = int(proc.stdout.split(b"daemon pid ")[1].split(b")")[0])
+    pid = int(proc.stdout.split(b"daemon pid ")[1].split(b";")[0])
     try:
         limits = Path(f"/proc/{pid}/limits").read_text()
         core = next(line for line in limits.splitlines() if line.startswith("Max core"))
