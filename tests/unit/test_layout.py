@@ -28,9 +28,11 @@ def test_storage_and_xattr_paths() -> None:
 
 
 def test_name_max() -> None:
+    """§6.3: name_max = min(255, max_path - 36)."""
     assert layout.name_max(250) == 214
+    assert layout.name_max(291) == 255 == layout.name_max(4096)
     for mp in range(layout.MIN_MAX_PATH, layout.MAX_MAX_PATH + 1):
-        assert layout.name_max(mp) == mp - 36
+        assert layout.name_max(mp) == min(255, mp - 36)
 
 
 def test_default_threshold_is_112_bytes() -> None:
@@ -42,9 +44,9 @@ def test_default_threshold_is_112_bytes() -> None:
 
 
 def test_threshold_rule_exactly() -> None:
-    """Short iff len(E) + 2 <= max_path - 36, the same stem for every kind."""
-    for mp in (80, 87, 88, 89, 100, 250, 300, 472, 473, 474, 4096):
-        nm = mp - 36
+    """Short iff len(E) + 2 <= min(255, max_path - 36), the same stem for every kind."""
+    for mp in (80, 87, 88, 89, 100, 250, 290, 291, 292, 300, 472, 473, 474, 4096):
+        nm = min(255, mp - 36)
         for length in (52, 77, 103, nm - 3, nm - 2, nm - 1, nm, 436):
             if length < 52:
                 continue
@@ -96,9 +98,9 @@ def test_every_backing_path_within_max_path_for_every_max_path() -> None:
 
 def test_every_backing_name_fits_the_backing_name_max() -> None:
     """Whatever max_path allows, one backing name cannot pass 255 bytes: no Linux file
-    system (NAME_MAX), nor NTFS/APFS or most clouds, accepts a longer one. FORMAT.md §6.3
-    bounds names by max_path - 36 only: from max_path 294 on, a 129..144-byte plaintext
-    name is stored short as a 256-character E plus suffix."""
+    system (NAME_MAX), nor NTFS/APFS or most clouds, accepts a longer one (FORMAT.md
+    §6.3 once bounded names by max_path - 36 alone: from max_path 294 on, a 129-byte
+    name was stored short as a 256-character E plus suffix)."""
     encs = [NC.encrypt(ROOT, b"q" * n) for n in (128, 129, 144, 145, 255)]
     too_long = {}
     for mp in range(layout.MIN_MAX_PATH, layout.MAX_MAX_PATH + 1):
@@ -114,8 +116,13 @@ def test_all_names_long_at_the_smallest_max_path() -> None:
         assert layout.stem_for(NC.encrypt(ROOT, b"z" * n), 80).is_long
 
 
-def test_short_names_at_the_largest_max_path() -> None:
-    assert not layout.stem_for(NC.encrypt(ROOT, b"z" * 255), 4096).is_long
+def test_names_up_to_128_bytes_short_from_max_path_291_on() -> None:
+    """253 characters (E of a 113..128-byte name is 231, of 129..144 bytes 256) + suffix
+    fit in 255: the longest short name is 128 bytes however large max_path is."""
+    for mp in (291, 4096):
+        assert not layout.stem_for(NC.encrypt(ROOT, b"z" * 128), mp).is_long
+        assert layout.stem_for(NC.encrypt(ROOT, b"z" * 129), mp).is_long
+        assert layout.stem_for(NC.encrypt(ROOT, b"z" * 255), mp).is_long
 
 
 def test_written_names_are_cloud_safe() -> None:

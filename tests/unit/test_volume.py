@@ -229,6 +229,10 @@ class _File:
         self.data = data
 
 
+class _Dir:
+    """One directory (identity matters: a rename onto another empty one replaces it)."""
+
+
 class NamespaceModel(RuleBasedStateMachine):
     """mkdir, write, unlink, rmdir, link and rename (all flags) on a small name space,
     compared with a dict; a fresh Volume must agree after every step, and fsck too."""
@@ -237,7 +241,7 @@ class NamespaceModel(RuleBasedStateMachine):
     def setup(self) -> None:
         self.dir = tempfile.mkdtemp()
         self.vol = new_volume(Path(self.dir, "v"), block_size=BS)
-        self.model: dict[str, object] = {}  # path -> "dir" | _File (shared by hard links)
+        self.model: dict[str, object] = {}  # path -> _Dir | _File (shared by hard links)
         self.counter = 0
 
     def teardown(self) -> None:
@@ -252,7 +256,7 @@ class NamespaceModel(RuleBasedStateMachine):
         got = self.model.get(parent)
         if got is None:
             return errno.ENOENT
-        return None if got == "dir" else errno.ENOTDIR
+        return None if isinstance(got, _Dir) else errno.ENOTDIR
 
     def _children(self, path: str) -> list[str]:
         return [p for p in self.model if p.startswith(path + "/")]
@@ -268,13 +272,14 @@ class NamespaceModel(RuleBasedStateMachine):
         err = self._parent_error(p) or (errno.EEXIST if p in self.model else None)
         self._expect(err, lambda: self.vol.mkdir_path(p))
         if err is None:
-            self.model[p] = "dir"
+            self.model[p] = _Dir()
 
     @rule(p=st.sampled_from(PATHS))
     def write(self, p: str) -> None:
         self.counter += 1
         data = f"{p} #{self.counter}".encode() * (self.counter % 3)
-        err = self._parent_error(p) or (errno.EISDIR if self.model.get(p) == "dir" else None)
+        err = self._parent_error(p) or (errno.EISDIR if isinstance(self.model.get(p), _Dir)
+                                              else None)
         self._expect(err, lambda: self.vol.write_file(p, data))
         if err is None:
             if isinstance(self.model.get(p), _File):
@@ -286,7 +291,7 @@ class NamespaceModel(RuleBasedStateMachine):
     def unlink(self, p: str) -> None:
         got = self.model.get(p)
         err = self._parent_error(p) or (errno.ENOENT if got is None else
-                                        errno.EISDIR if got == "dir" else None)
+                                        errno.EISDIR if isinstance(got, _Dir) else None)
         self._expect(err, lambda: unlink(self.vol, p))
         if err is None:
             del self.model[p]
@@ -295,7 +300,7 @@ class NamespaceModel(RuleBasedStateMachine):
     def rmdir(self, p: str) -> None:
         got = self.model.get(p)
         err = self._parent_error(p) or (
-            errno.ENOENT if got is None else errno.ENOTDIR if got != "dir" else
+            errno.ENOENT if got is None else errno.ENOTDIR if not isinstance(got, _Dir) else
             errno.ENOTEMPTY if self._children(p) else None)
         self._expect(err, lambda: rmdir(self.vol, p))
         if err is None:
@@ -306,7 +311,7 @@ class NamespaceModel(RuleBasedStateMachine):
         src = self.model.get(a)
         err = self._parent_error(a) or (errno.ENOENT if src is None else None)
         if err is None:
-            err = self._parent_error(b) or (errno.EPERM if src == "dir" else
+            err = self._parent_error(b) or (errno.EPERM if isinstance(src, _Dir) else
                                             errno.EEXIST if b in self.model else None)
         self._expect(err, lambda: link(self.vol, a, b))
         if err is None:
@@ -325,11 +330,12 @@ class NamespaceModel(RuleBasedStateMachine):
             elif flags == RENAME_EXCHANGE and dst is None:
                 err = errno.ENOENT
             elif flags == 0 and dst is not None and a != b and dst is not src:
-                if src == "dir" and dst != "dir":
+                src_dir, dst_dir = isinstance(src, _Dir), isinstance(dst, _Dir)
+                if src_dir and not dst_dir:
                     err = errno.ENOTDIR
-                elif src != "dir" and dst == "dir":
+                elif not src_dir and dst_dir:
                     err = errno.EISDIR
-                elif dst == "dir" and self._children(b):
+                elif dst_dir and self._children(b):
                     err = errno.ENOTEMPTY
         self._expect(err, lambda: rename(self.vol, a, b, flags))
         if err is not None or a == b:
@@ -358,13 +364,15 @@ class NamespaceModel(RuleBasedStateMachine):
                 for f in files:
                     path = top.rstrip("/") + "/" + f
                     seen[path] = vol.read_file(path)
-            want = {p: (v if v == "dir" else v.data) for p, v in self.model.items()}
+            want = {p: ("dir" if isinstance(v, _Dir) else v.data)
+                    for p, v in self.model.items()}
             assert seen == want
             for p, v in self.model.items():
                 attr = vol.getattr(vol.resolve(p))
-                if v == "dir":
+                if isinstance(v, _Dir):
                     assert attr.nlink == 2 + sum(1 for c, w in self.model.items()
-                                                 if w == "dir" and c.rpartition("/")[0] == p)
+                                                 if isinstance(w, _Dir)
+                                                 and c.rpartition("/")[0] == p), p
                 else:
                     assert attr.nlink == sum(1 for w in self.model.values() if w is v), p
             if vol is not self.vol:
@@ -922,3 +930,141 @@ def test_symlinks_and_nodes_refuse_user_xattrs(vol: Volume) -> None:
         assert vol.listxattr(ino) == []
     assert xattr_objects(vol) == []
 
+
+
+# -- long-name sidecars, failures, kernel bookkeeping ------------------------------------------
+@pytest.mark.parametrize("kind", ["file", "dir", "symlink", "fifo"])
+def test_long_name_sidecar_lifecycle(vol: Volume, kind: str) -> None:
+    """§6.3: a long entry has exactly one sidecar while it exists, under its stem."""
+    long_a, long_b = "/" + "a" * 150, "/" + "b" * 150
+    root = Path(vol.backing, vol.root_storage)
+
+    def stems() -> list[str]:
+        return sorted(n for n in os.listdir(root) if n != layout.BACKREF_NAME)
+
+    make(vol, kind, long_a)
+    (entry, sidecar) = sorted(stems(), key=lambda n: n.endswith(".s"))
+    assert sidecar == entry.partition(".")[0] + ".s"
+    assert Path(root, sidecar).read_text() == vol.names.encrypt(vol.names.root_id,
+                                                                long_a[1:].encode())
+    rename(vol, long_a, "/short")
+    assert all(not n.endswith(".s") for n in stems()), "the old sidecar went with the name"
+    rename(vol, "/short", long_b)
+    assert len(stems()) == 2
+    rename(vol, long_b, long_a)
+    assert len(stems()) == 2
+    (rmdir if kind == "dir" else unlink)(vol, long_a)
+    assert stems() == []
+
+
+def test_hard_links_with_long_names_keep_their_own_sidecars(vol: Volume) -> None:
+    vol.write_file("/" + "a" * 150, b"x")
+    link(vol, "/" + "a" * 150, "/" + "b" * 150)
+    root = Path(vol.backing, vol.root_storage)
+    assert sum(n.endswith(".s") for n in os.listdir(root)) == 2
+    unlink(vol, "/" + "a" * 150)
+    assert sum(n.endswith(".s") for n in os.listdir(root)) == 1
+    assert vol.read_file("/" + "b" * 150) == b"x"
+    assert_clean(vol)
+
+
+@pytest.mark.parametrize("op", ["mkdir", "symlink", "mknod"])
+@pytest.mark.parametrize("long_name", [False, True])
+def test_a_failed_create_leaves_nothing_visible_behind(vol: Volume, monkeypatch, op: str,
+                                                       long_name: bool) -> None:
+    """The entry write fails (a full disk): the call fails with that errno, the name does
+    not exist, no storage folder or sidecar stays behind (§11)."""
+    name = "n" * 150 if long_name else "n"
+    before = backing_snapshot(vol)
+    real = vol.store.create_new
+
+    def failing(rel: str, data: bytes, mode: int = 0o600):
+        parsed = layout.parse(rel.rpartition("/")[2])
+        if parsed is not None and parsed.kind is not None:
+            raise OSError(errno.ENOSPC, "no space left")
+        return real(rel, data, mode)
+
+    monkeypatch.setattr(vol.store, "create_new", failing)
+    call = {"mkdir": lambda: vol.mkdir(ROOT_INO, name.encode()),
+            "symlink": lambda: vol.symlink(ROOT_INO, name.encode(), b"t"),
+            "mknod": lambda: vol.mknod(ROOT_INO, name.encode(), stat.S_IFIFO | 0o644)}[op]
+    assert errno_of(call) == errno.ENOSPC
+    monkeypatch.undo()
+    after = backing_snapshot(vol)
+    leftover = {p for p in changed_paths(before, after)
+                if not (after.get(p, 0) is None and not os.listdir(Path(vol.backing, p)))}
+    assert leftover == set(), "only empty bucket folders may stay"
+    assert vol.listdir("/") == []
+    vol.mkdir_path("/" + name)  # and the name works afterwards
+    assert_clean(vol)
+
+
+def test_readdir_offsets_resume(vol: Volume) -> None:
+    names = sorted(f"f{i:03d}" for i in range(30))
+    for n in names:
+        vol.write_file("/" + n, b"")
+    dh = vol.opendir(ROOT_INO)
+    full = list(vol.readdir(dh, 0))
+    assert [n for n, _, _ in full[:2]] == [b".", b".."]
+    assert sorted(n.decode() for n, _, _ in full[2:]) == names
+    offsets = [off for _, _, off in full]
+    assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
+    for k in (1, 2, 10, len(full) - 1, len(full)):
+        rest = list(vol.readdir(dh, full[k - 1][2]))
+        assert [n for n, _, _ in rest] == [n for n, _, _ in full[k:]], k
+    vol.releasedir(dh)
+    assert errno_of(lambda: list(vol.readdir(dh, 0))) == errno.EBADF
+
+
+def test_lookup_counts_and_forget(vol: Volume) -> None:
+    vol.write_file("/f", b"x")
+    vol = fresh(vol)  # create() counted as a kernel lookup: start from none
+    ino = vol.lookup(ROOT_INO, b"f").ino
+    vol.lookup(ROOT_INO, b"f")
+    vol.forget(ino, 1)
+    assert vol.getattr(ino).size == 1, "one reference left"
+    vol.forget(ino, 1)
+    assert errno_of(lambda: vol.getattr(ino)) == errno.ESTALE
+    assert vol.lookup(ROOT_INO, b"f").ino == ino, "the same number again"
+    vol.forget(ROOT_INO, 100)
+    assert stat.S_ISDIR(vol.getattr(ROOT_INO).mode)
+    assert errno_of(lambda: vol.lookup(ROOT_INO, b"n" * 256)) == errno.ENAMETOOLONG
+    assert vol.statfs()["f_namemax"] == 255
+
+
+def test_initialize_refuses_a_non_empty_directory_or_a_file(tmp_path: Path) -> None:
+    from cryptfs.errors import ConfigError
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    (tmp_path / "file").write_text("x")
+    for where in ("full", "file"):
+        with pytest.raises(ConfigError):
+            Volume.initialize(str(tmp_path / where), b"pw")
+    assert os.listdir(tmp_path / "full") == ["x"]
+
+
+def test_unlock_without_the_root_storage_says_what_to_do(tmp_path: Path) -> None:
+    from cryptfs.errors import ConfigError
+
+    vol = new_volume(tmp_path / "v")
+    shutil.rmtree(Path(vol.backing, vol.root_storage))
+    with pytest.raises(ConfigError, match="fsck --repair"):
+        fresh(vol)
+
+
+def test_plain_and_backing_paths(vol: Volume) -> None:
+    vol.mkdir_path("/a")
+    vol.mkdir_path("/a/" + "b" * 200)
+    vol.write_file("/a/" + "b" * 200 + "/c", b"")
+    for path in ("/a", "/a/" + "b" * 200, "/a/" + "b" * 200 + "/c"):
+        rel = vol.backing_path_of(path)
+        assert vol.plain_path_of(rel) == path
+    long_entry = vol.backing_path_of("/a/" + "b" * 200)
+    sidecar = long_entry.rpartition(".")[0] + ".s"
+    assert vol.plain_path_of(sidecar) == "/a/" + "b" * 200
+    assert vol.plain_path_of(vol.storage_path_of("/a/" + "b" * 200)) == "/a/" + "b" * 200
+    assert vol.backing_path_of("/") == vol.root_storage
+    assert vol.plain_path_of(vol.root_storage) == "/"
+    for bad in ("cryptfs.conf", "d", "x/ab/cd", vol.root_storage + "/cryptfs.back"):
+        assert errno_of(lambda b=bad: vol.plain_path_of(b)) == errno.EINVAL
