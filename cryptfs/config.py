@@ -36,8 +36,9 @@ KNOWN_FEATURES: frozenset[str] = frozenset()
 _FIELDS = {
     "cryptfs": int, "format_version": int, "cipher": str, "block_size": int,
     "name_padding": int, "long_name_max": int, "features": list, "kdf": dict,
-    "wrapped_master_key": str, "mac": str,
+    "wrapped_master_key": str, "vault_id": str, "mac": str,
 }
+VAULT_ID_BYTES = 16
 
 
 def b64u_encode(data: bytes) -> str:
@@ -69,6 +70,9 @@ class VaultConfig:
     wrapped_master_key: bytes
     mac: bytes = b""
     features: tuple[str, ...] = field(default_factory=tuple)
+    # The vault's identity (16 random bytes chosen at init, covered by the MAC): a sync
+    # only ever talks to a remote that holds this same vault (cryptfs/sync/identity.py).
+    vault_id: bytes = b""
 
     # -- serialisation -------------------------------------------------------------
     def _body(self) -> dict[str, Any]:
@@ -87,6 +91,7 @@ class VaultConfig:
                 "salt": b64u_encode(self.kdf.salt),
             },
             "wrapped_master_key": b64u_encode(self.wrapped_master_key),
+            "vault_id": b64u_encode(self.vault_id),
         }
 
     def to_json(self) -> bytes:
@@ -141,10 +146,13 @@ class VaultConfig:
                name_padding: int = DEFAULT_NAME_PADDING,
                long_name_max: int = DEFAULT_LONG_NAME_MAX,
                kdf: keys.KdfParams | None = None,
-               wrap_nonce: bytes | None = None) -> VaultConfig:
+               wrap_nonce: bytes | None = None,
+               vault_id: bytes | None = None) -> VaultConfig:
+        """A new sealed config; ``vault_id`` (16 bytes) is random unless given."""
         kdf = kdf or keys.KdfParams.fresh()
         cfg = cls(block_size, name_padding, long_name_max, kdf,
-                  _wrap(master_key, passphrase, kdf, wrap_nonce))
+                  _wrap(master_key, passphrase, kdf, wrap_nonce),
+                  vault_id=vault_id if vault_id is not None else os.urandom(VAULT_ID_BYTES))
         cfg.check_layout()
         return cfg.sealed(master_key)
 
@@ -164,6 +172,8 @@ class VaultConfig:
             )
         if len(self.wrapped_master_key) != 24 + 16 + keys.KEY_BYTES:
             raise ConfigError("wrapped_master_key has the wrong length")
+        if len(self.vault_id) != VAULT_ID_BYTES:
+            raise ConfigError(f"vault_id must be {VAULT_ID_BYTES} bytes")
 
     @classmethod
     def parse(cls, raw: bytes) -> VaultConfig:
@@ -201,13 +211,14 @@ class VaultConfig:
         try:
             salt = b64u_decode(kdf["salt"])
             wrapped = b64u_decode(obj["wrapped_master_key"])
+            vault_id = b64u_decode(obj["vault_id"])
             mac = bytes.fromhex(obj["mac"])
         except (ValueError, TypeError):
-            raise ConfigError("config has a malformed salt, key or mac") from None
+            raise ConfigError("config has a malformed salt, key, vault_id or mac") from None
         params = keys.KdfParams(kdf["opslimit"], kdf["memlimit"], salt)
         params.check()
         cfg = cls(obj["block_size"], obj["name_padding"], obj["long_name_max"], params,
-                  wrapped, mac, tuple(obj["features"]))
+                  wrapped, mac, tuple(obj["features"]), vault_id)
         cfg.check_layout()
         if len(mac) != 32:
             raise ConfigError("config mac must be 32 bytes")
@@ -222,6 +233,13 @@ class VaultConfig:
         except FileNotFoundError:
             if not Path(backing).is_dir():
                 raise ConfigError(f"{backing}: no such directory") from None
+            if any(True for _ in os.scandir(backing)):
+                raise ConfigError(
+                    f"{backing} has no {CONFIG_NAME}: if it is a vault whose config was "
+                    f"lost, rebuild it with 'cryptfs recover {backing}' (from this "
+                    "device's saved copy, the remote, or the recovery key); otherwise "
+                    "it is not a cryptfs vault"
+                ) from None
             raise ConfigError(
                 f"{backing} is not a cryptfs vault (no {CONFIG_NAME}); "
                 "create one with 'cryptfs init'"

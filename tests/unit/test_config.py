@@ -54,7 +54,8 @@ def _edit(field: str, value) -> bytes:
 
 
 @pytest.mark.parametrize("field, value", [("block_size", 8192), ("name_padding", 16),
-                                          ("long_name_max", 200)])
+                                          ("long_name_max", 200),
+                                          ("vault_id", "AAAAAAAAAAAAAAAAAAAAAA")])
 def test_tampered_layout_fields_fail_the_mac(field: str, value) -> None:
     cfg = VaultConfig.parse(_edit(field, value))
     with pytest.raises(ConfigError):
@@ -79,6 +80,7 @@ def test_garbage_is_refused(raw: bytes) -> None:
     ("cryptfs", 2), ("format_version", 9), ("cipher", "aes"), ("block_size", 1000),
     ("block_size", "16384"), ("features", ["future-thing"]), ("mac", "zz"),
     ("wrapped_master_key", "!!"), ("name_padding", 7), ("kdf", {}),
+    ("vault_id", "AAAA"), ("vault_id", 5), ("vault_id", "!!"),
 ])
 def test_wrong_values_are_refused(field: str, value) -> None:
     with pytest.raises(ConfigError):
@@ -127,3 +129,25 @@ def test_subkeys_are_distinct() -> None:
     assert len(subs) == len(keys.SUBKEY_CONTEXTS)
     with pytest.raises(ValueError):
         keys.derive_subkey(MK, "other")
+
+
+def test_vault_id_is_random_16_bytes_and_survives_rewrap_and_save(tmp_path: Path) -> None:
+    a, b = make(), make()
+    assert len(a.vault_id) == 16 and a.vault_id != b.vault_id
+    new = a.rewrap(MK, b"new", kdf=keys.KdfParams(1, 8192, b"t" * 16))
+    assert new.vault_id == a.vault_id
+    new.save(tmp_path)
+    assert VaultConfig.load(tmp_path).vault_id == a.vault_id
+
+
+def test_config_without_vault_id_is_refused() -> None:
+    obj = json.loads(make().to_json())
+    del obj["vault_id"]
+    with pytest.raises(ConfigError, match="vault_id"):
+        VaultConfig.parse(json.dumps(obj).encode())
+
+
+def test_missing_config_in_a_used_directory_points_to_recover(tmp_path: Path) -> None:
+    (tmp_path / "cryptfs.diriv").write_bytes(bytes(16))
+    with pytest.raises(ConfigError, match="cryptfs recover"):
+        VaultConfig.load(tmp_path)

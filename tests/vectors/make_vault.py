@@ -51,8 +51,11 @@ SPARSE = ("/sparse.bin", 5 * BLOCK_SIZE + 10, b"tail")  # hole in blocks 0..4
 def build(outdir: str) -> Volume:
     rng = DeterministicRandom(b"cryptfs test vector v1")
     kdf = keys.KdfParams(1, 8192, rng(16))
+    # The vault id comes from its own stream, so that adding it to the config left every
+    # other byte of the vault as it was.
+    vault_id = DeterministicRandom(b"cryptfs test vector vault id")(16)
     vol, _ = Volume.initialize(outdir, PASSPHRASE, rng=rng, block_size=BLOCK_SIZE, kdf=kdf,
-                               wrap_nonce=rng(24))
+                               wrap_nonce=rng(24), vault_id=vault_id)
     for d in DIRS:
         vol.mkdir(d, 0o755)
     for path, data in FILES.items():
