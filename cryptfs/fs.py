@@ -25,6 +25,7 @@ if "FUSE_LIBRARY_PATH" not in os.environ and ctypes.util.find_library("fuse3"):
 import mfusepy
 from nacl._sodium import ffi as _ffi
 
+from . import lognames
 from .errors import IntegrityError
 from .volume import Volume
 
@@ -45,10 +46,12 @@ def _fuse_op(func: Callable[..., Any]) -> Callable[..., Any]:
             raise
         except IntegrityError as exc:
             if func.__name__ not in ("read", "read_into", "write"):  # reported with the block
-                self.volume.report_integrity(f"{func.__name__} {args[:1]!r}", exc)
+                where = lognames.shown(args[0]) if args else ""
+                self.volume.report_integrity(f"{func.__name__} {where}", exc)
             raise mfusepy.FuseOSError(errno.EIO) from None
         except Exception:
-            log.exception("unexpected error in %s%r", func.__name__, args[:1])
+            log.exception("unexpected error in %s %s", func.__name__,
+                          lognames.shown(args[0]) if args else "")
             raise mfusepy.FuseOSError(errno.EIO) from None
 
     return wrapper
