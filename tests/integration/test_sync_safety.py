@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from cryptfs.sync import redact
 from cryptfs.volume import Volume
 from tests.conftest import HAVE_FUSE, PASSWORD, cryptfs_cmd
 from tests.integration.test_sync import RCLONE, Server, tree
@@ -394,6 +393,8 @@ def test_lognames_default_and_plaintext(tmp_path: Path) -> None:
     ("name,token='{\"access_token\":\"ya29\"}':path", "ya29"),
 ])
 def test_inline_credentials_are_redacted(spec: str, secret: str) -> None:
+    from cryptfs.sync import redact
+
     shown = redact(spec)
     assert secret not in shown and "***" in shown
     assert redact("mydrive:backups/vault") == "mydrive:backups/vault"
@@ -403,7 +404,7 @@ def test_inline_credentials_are_redacted(spec: str, secret: str) -> None:
 @pytest.fixture
 def encrypted_rclone_conf(tmp_path: Path) -> Path:
     conf = tmp_path / "rclone-enc.conf"
-    conf.write_text(f"[cloud]\ntype = local\n")
+    conf.write_text("[cloud]\ntype = local\n")
     subprocess.run([RCLONE, "config", "encryption", "set", "--password-command",
                     "echo s3cret"], env=dict(os.environ, RCLONE_CONFIG=str(conf)),
                    capture_output=True, check=True, timeout=60)
