@@ -202,6 +202,10 @@ class Syncer:
         finally:
             self._proc = None
         if code != 0:
+            if any("must run --resync" in e.lower() for e in errors):
+                # bisync gave up on its state: never retry with the same state (that would
+                # wedge every later sync); the next run merges without it (resync.py).
+                self.state.forget_listings()
             useful = [e for e in errors if "aborted" not in e.lower()] or errors
             raise SyncError(useful[0] if useful else f"rclone bisync exited with {code}")
         return result

@@ -149,6 +149,13 @@ class SyncState:
                 old.unlink(missing_ok=True)
         write_atomic(self.good / "manifest.json", json.dumps(manifest).encode())
 
+    def forget_listings(self) -> None:
+        """Drop bisync's listings and our copy: the next run merges without state."""
+        for p in [*self.workdir.glob("*.lst*"), *self.good.glob("*")]:
+            p.unlink(missing_ok=True)
+        log.warning("sync state dropped after a critical bisync error; the next sync "
+                    "merges both sides keeping every differing file twice")
+
     def reset(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
