@@ -22,7 +22,7 @@ from pathlib import Path
 from ..config import MAX_CONFIG_BYTES, VaultConfig, write_atomic
 from ..errors import CryptfsError
 from . import layout
-from .rclone import SyncError, join_remote, last_error, redact, run
+from .rclone import SyncError, finish, join_remote, last_error, redact, run, start
 from .state import SyncState, save_local_config_copy
 
 log = logging.getLogger("cryptfs")
@@ -44,27 +44,32 @@ class RemoteVault:
 
 
 def inspect_remote(binary: str, remote: str) -> RemoteVault:
-    proc = run(binary, "lsf", "--max-depth", "1", remote)
-    if proc.returncode == NOT_FOUND:
+    """List the top of ``remote`` and read its config and root IV (the three rclone calls
+    run at once: a sync pays for one round of rclone start-up, not three)."""
+    cap = str(MAX_CONFIG_BYTES + 1)
+    procs = [start(binary, "lsf", "--max-depth", "1", remote),
+             start(binary, "cat", "--count", cap, join_remote(remote, layout.CONFIG_PATH)),
+             start(binary, "cat", "--count", cap, join_remote(remote, layout.ROOT_IV_PATH))]
+    (code, out, err), config, root_iv = (finish(p) for p in procs)
+    if code == NOT_FOUND:
         return RemoteVault(empty=True)
-    if proc.returncode != 0:
-        raise SyncError(redact(last_error(proc.stderr) or f"cannot list {remote}"))
-    entries = set(proc.stdout.decode(errors="replace").split("\n")) - {""}
+    if code != 0:
+        raise SyncError(redact(last_error(err) or f"cannot list {remote}"))
+    entries = set(out.decode(errors="replace").split("\n")) - {""}
     if not entries:
         return RemoteVault(empty=True)
     found = RemoteVault(empty=False)
-    if layout.CONFIG_PATH in entries:
-        found.config = _cat(binary, join_remote(remote, layout.CONFIG_PATH))
-    if layout.ROOT_IV_PATH in entries:
-        found.root_iv = _cat(binary, join_remote(remote, layout.ROOT_IV_PATH))
+    for name, (rc, data, error) in ((layout.CONFIG_PATH, config),
+                                    (layout.ROOT_IV_PATH, root_iv)):
+        if name not in entries:
+            continue
+        if rc != 0:
+            raise SyncError(redact(last_error(error) or f"cannot read {name} on {remote}"))
+        if name == layout.CONFIG_PATH:
+            found.config = data
+        else:
+            found.root_iv = data
     return found
-
-
-def _cat(binary: str, path: str) -> bytes:
-    proc = run(binary, "cat", "--count", str(MAX_CONFIG_BYTES + 1), path)
-    if proc.returncode != 0:
-        raise SyncError(redact(last_error(proc.stderr) or f"cannot read {path}"))
-    return proc.stdout
 
 
 def foreign(remote: str, backing: str, why: str) -> ForeignRemoteError:

@@ -117,6 +117,23 @@ def run(binary: str, *args: str, timeout: float = 300) -> subprocess.CompletedPr
                           timeout=timeout, check=False)
 
 
+def start(binary: str, *args: str) -> subprocess.Popen:
+    """rclone started with an argument list; collect it with ``finish``."""
+    return subprocess.Popen([binary, *args, *extra_args()], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, bytes, bytes]:
+    """(exit code, stdout, stderr) of a ``start``ed rclone; killed after ``timeout``."""
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, err = proc.communicate()
+        return -1, out, err + b"\nrclone timed out"
+    return proc.returncode, out, err
+
+
 # -- encrypted rclone.conf ------------------------------------------------------------------
 def config_path(binary: str) -> Path | None:
     """The rclone config file rclone will read (RCLONE_CONFIG or its default)."""
