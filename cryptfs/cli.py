@@ -100,7 +100,11 @@ def _after_unlock(vol: Volume) -> Volume:
             f"{vol.backing}/cryptfs.conf does not belong to the data beside it (its key "
             f"derives another root directory IV): it was replaced; restore the vault's "
             f"config with 'cryptfs recover {vol.backing}'")
-    save_local_config_copy(vol.backing, vol.config.to_json())
+    try:
+        save_local_config_copy(vol.backing, vol.config.to_json())
+    except OSError as exc:  # a read-only home must not stop a read-only command
+        log.warning("could not keep a copy of the config in %s: %s", exc.filename,
+                    exc.strerror)
     return vol
 
 

@@ -105,6 +105,32 @@ def test_a_second_vault_never_overwrites_the_first(tmp_path: Path, remote) -> No
     assert b.vol().read_file("/notes.txt") == b"notes"
 
 
+@needs_fuse
+def test_a_mounted_second_vault_never_touches_the_remote(tmp_path: Path) -> None:
+    """The issue's scenario with mounts: B mounts its own vault with A's remote."""
+    from tests.conftest import wait_for
+
+    spec = str(tmp_path / "cloud")
+    a, _b = synced_pair(tmp_path, spec)
+    before = tree(Path(spec))
+    c = Device(tmp_path, "c")
+    c.ok("init", "--quiet", str(c.backing))
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    c.ok("mount", str(c.backing), str(mnt), "--remote", spec, "--sync-interval", "0.5",
+         "--log", str(tmp_path / "c.log"))
+    try:
+        (mnt / "mine.txt").write_text("C's file")  # the mount keeps working
+        assert wait_for(lambda: b"holds another vault" in c.run(
+            "status", str(c.backing)).stdout, 60)
+    finally:
+        proc = c.run("unmount", str(mnt))
+    assert proc.returncode == 16 and b"holds another vault" in proc.stderr
+    assert tree(Path(spec)) == before
+    assert a.vol().read_file("/notes.txt") == b"notes"
+    a.ok("sync", str(a.backing))
+
+
 def test_a_remote_with_other_files_is_refused(tmp_path: Path) -> None:
     store = tmp_path / "cloud"
     store.mkdir()
@@ -337,19 +363,25 @@ def test_masterkey_argument_never_stays_in_argv(tmp_path: Path) -> None:
     key = a.ok("init", "--quiet", str(a.backing)).strip()
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    proc = a.run("mount", str(a.backing), str(mnt), "--masterkey", key, password=None)
-    assert proc.returncode == 0, proc.stderr
-    assert b"visible to other users" in proc.stderr
     import re
 
-    pid = int(re.search(rb"daemon pid (\d+)", proc.stdout).group(1))
+    from tests.conftest import force_unmount
+
+    proc = a.run("mount", str(a.backing), str(mnt), "--masterkey", key, password=None)
+    found = re.search(rb"daemon pid (\d+)", proc.stdout)
+    if found is None:
+        force_unmount(mnt)
+    assert proc.returncode == 0 and found, proc.stderr
+    pid = int(found.group(1))
     try:
+        assert b"visible to other users" in proc.stderr
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         assert key.encode() not in cmdline and key.replace("-", "").encode() not in cmdline
         assert b"--masterkey-fd" in cmdline
         (mnt / "k").write_text("k")
     finally:
-        assert a.run("unmount", str(mnt)).returncode == 0
+        a.run("unmount", str(mnt))
+        force_unmount(mnt)
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
