@@ -615,6 +615,7 @@ def cmd_remote(args: argparse.Namespace) -> int:
         # Start afresh with this remote: its first sync checks which vault it holds and
         # uploads everything (a remote emptied on purpose is filled again).
         SyncState(settings, settings.remote).reset()
+        settings.last_sync_remote = None
         settings.save()
         print(f"remote of {args.backing}: {redact(settings.remote)} (config file "
               f"{'uploaded' if settings.upload_config else 'kept off the remote'}); the "

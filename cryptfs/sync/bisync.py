@@ -142,6 +142,10 @@ class Syncer:
                                          found, self.settings.upload_config)
         if found.empty:
             self._mkdir_remote()
+        elif found.root_iv is None:
+            # A remote that lost only its root IV: put it back before bisync could mirror
+            # that as a deletion here (a vault-level file changes only on purpose).
+            self._upload(layout.ROOT_IV_PATH)
         known_ivs = {**self.state.dir_ivs(), **layout.read_dir_ivs(self.backing)}
         before = set(self._conflict_copies())
         merge = None
@@ -168,6 +172,14 @@ class Syncer:
         self.state.save_good()
         self.state.save_dir_ivs(layout.read_dir_ivs(self.backing))
         return result
+
+    def _upload(self, rel: str) -> None:
+        from .rclone import join_remote
+
+        proc = run(self.binary, "copyto", os.path.join(self.backing, rel),
+                   join_remote(self.remote, rel))
+        if proc.returncode != 0:
+            raise SyncError(last_error(proc.stderr) or f"cannot upload {rel}")
 
     def _mkdir_remote(self) -> None:
         proc = run(self.binary, "mkdir", self.remote)

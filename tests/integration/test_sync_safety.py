@@ -131,6 +131,15 @@ def test_a_mounted_second_vault_never_touches_the_remote(tmp_path: Path) -> None
     a.ok("sync", str(a.backing))
 
 
+def test_a_remote_that_lost_its_root_iv_gets_it_back(tmp_path: Path) -> None:
+    spec = str(tmp_path / "cloud")
+    a, _b = synced_pair(tmp_path, spec)
+    (Path(spec) / "cryptfs.diriv").unlink()
+    a.ok("sync", str(a.backing))
+    assert (a.backing / "cryptfs.diriv").exists() and (Path(spec) / "cryptfs.diriv").exists()
+    assert a.vol().read_file("/notes.txt") == b"notes"
+
+
 def test_a_remote_with_other_files_is_refused(tmp_path: Path) -> None:
     store = tmp_path / "cloud"
     store.mkdir()
