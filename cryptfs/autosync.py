@@ -22,8 +22,17 @@ class AutoSync:
     def __init__(self, run_sync: Callable[[], object], settings: VaultSettings, *,
                  interval: float = 5.0, poll_interval: float = 60.0,
                  busy: Callable[[], bool] = lambda: False,
-                 after_sync: Callable[[], None] = lambda: None) -> None:
+                 after_sync: Callable[[], None] = lambda: None,
+                 describe: Callable[[str], str | None] = lambda path: None,
+                 remote: str | None = None,
+                 scrub: Callable[[str], str] = lambda text: text) -> None:
+        """``describe`` turns a plaintext path into what may be kept outside the mount
+        (its backing path; None to keep only the count); ``scrub`` removes credentials
+        from error messages before they are logged or saved."""
         self._run_sync = run_sync
+        self._describe = describe
+        self._remote = remote
+        self._scrub = scrub
         self.settings = settings
         self.interval = interval
         self.poll_interval = poll_interval
@@ -53,7 +62,7 @@ class AutoSync:
             self._dirty = True
             self._last_change = now
             if len(self._pending) < 1000:
-                self._pending.add(path)
+                self._pending.add(self._describe(path) or "")
             self._cond.notify()
 
     def _due(self, now: float) -> bool:
@@ -83,7 +92,7 @@ class AutoSync:
             self._dirty = False
         started = time.time()
         try:
-            self._run_sync()
+            result = self._run_sync()
         except (CryptfsError, OSError) as exc:
             with self._cond:
                 self._pending |= pending
@@ -91,16 +100,17 @@ class AutoSync:
                 self._backoff = min(self._backoff * 2, MAX_BACKOFF)
                 self._next_try = time.monotonic() + self._backoff
                 self._syncing = False
-            message = str(exc)
+            message = self._scrub(str(exc))
             log.warning("sync failed (retry in %.0f s): %s", self._backoff, message)
             self._save(lambda s: s.record_failure(message, sorted(pending)))
             return False
+        _log_result(result)
         with self._cond:
             self._backoff = self.interval
             self._next_try = 0.0
             self._last_sync = time.monotonic()
             self._syncing = False
-        self._save(lambda s: s.record_success(started))
+        self._save(lambda s: s.record_success(started, self._remote))
         self._after_sync()
         return True
 
@@ -123,3 +133,20 @@ class AutoSync:
         if final_sync and dirty:
             return self.sync_now()
         return True
+
+
+def _log_result(result: object) -> None:
+    """Tell the user (in the daemon log, by backing path: no plaintext) what a merge
+    without sync state did."""
+    if not getattr(result, "merged_without_state", False):
+        return
+    paths = getattr(result, "conflict_paths", [])
+    if paths:
+        log.warning("sync state was lost: %d file(s) differed from the remote; this "
+                    "device's versions were kept as conflict copies: %s", len(paths),
+                    ", ".join(paths[:20]))
+    only = getattr(result, "only_remote", [])
+    if only:
+        log.warning("sync state was lost: %d file(s) came from the remote that this device "
+                    "did not have (new elsewhere, or deleted here meanwhile): %s",
+                    len(only), ", ".join(only[:20]))

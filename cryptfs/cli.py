@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__, keys
-from .config import BACKUP_NAME, VaultConfig, write_atomic
-from .errors import CryptfsError, ExitCode, NotFoundError, UsageError
+from .config import BACKUP_NAME, CONFIG_NAME, VaultConfig, write_atomic
+from .errors import ConfigError, CryptfsError, ExitCode, NotFoundError, UsageError
 from .passphrase import NEW_ENV_VAR, PassphraseSource, check_new
 from .volume import Volume
 
@@ -31,7 +31,9 @@ exit codes:
   13  FUSE unavailable or the mount failed to come up
   14  data failed authentication (tampered or corrupt vault)
   15  path not found inside the vault
-  16  sync failed: the remote could not be reached or rclone failed (nothing lost)
+  16  sync failed: remote unreachable, rclone failed, or the remote holds another
+      vault (nothing was lost; what was not uploaded goes up with the next sync)
+  130 interrupted (Ctrl-C)
 """
 
 
@@ -39,8 +41,12 @@ def _add_pass_args(p: argparse.ArgumentParser, masterkey: bool = True) -> None:
     g = p.add_argument_group("passphrase (first that is given wins; else $CRYPTFS_PASSWORD, "
                              "else a prompt)")
     if masterkey:
-        g.add_argument("--masterkey", metavar="HEX",
-                       help="use the recovery key printed by init instead of the passphrase")
+        g.add_argument("--masterkey", metavar="HEX|-",
+                       help="use the recovery key printed by init instead of the passphrase; "
+                            "'-' reads it from stdin (as an argument it is visible to other "
+                            "users in ps, so cryptfs warns and moves it out of its argv)")
+        g.add_argument("--masterkey-fd", metavar="FD", type=int,
+                       help="read the recovery key from file descriptor FD")
     g.add_argument("--passfile", metavar="FILE", help="read the passphrase from FILE's first line")
     g.add_argument("--extpass", metavar="CMD",
                    help="run CMD (split like a shell would, run without one) and use "
@@ -51,14 +57,107 @@ def _source(args: argparse.Namespace) -> PassphraseSource:
     return PassphraseSource(args.passfile, args.extpass)
 
 
+def _masterkey(args: argparse.Namespace) -> bytes | None:
+    """The recovery key from --masterkey-fd, --masterkey - (stdin) or --masterkey HEX."""
+    fd = getattr(args, "masterkey_fd", None)
+    text = getattr(args, "masterkey", None)
+    if fd is not None:
+        try:
+            with os.fdopen(fd, "rb", closefd=True) as fh:
+                text = fh.readline(4096).decode("ascii", "replace")
+        except OSError as exc:
+            raise CryptfsError(f"cannot read the recovery key from fd {fd}: "
+                               f"{exc.strerror}") from None
+    elif text == "-":
+        text = sys.stdin.readline(4096)
+    if text is None:
+        return None
+    return keys.parse_recovery_key(text)
+
+
+def _check_config_is_this_vaults(backing: str, cfg: VaultConfig) -> None:
+    """Refuse a cryptfs.conf that is not the one this device knew for this vault (it was
+    replaced, e.g. by another vault's), before any passphrase is asked."""
+    from .sync.state import local_config_copy
+
+    try:
+        known = VaultConfig.parse(local_config_copy(backing).read_bytes())
+    except (OSError, CryptfsError):
+        return
+    if known.vault_id != cfg.vault_id:
+        raise ConfigError(
+            f"{backing}/cryptfs.conf belongs to another vault than the one this device "
+            f"used here (it was replaced); restore this vault's config with 'cryptfs "
+            f"recover {backing}'")
+
+
+def _after_unlock(vol: Volume) -> Volume:
+    from .recover import belongs_to_data
+    from .sync.state import save_local_config_copy
+
+    if not belongs_to_data(vol.backing, vol.master_key):
+        raise ConfigError(
+            f"{vol.backing}/cryptfs.conf does not belong to the data beside it (its key "
+            f"derives another root directory IV): it was replaced; restore the vault's "
+            f"config with 'cryptfs recover {vol.backing}'")
+    try:
+        save_local_config_copy(vol.backing, vol.config.to_json())
+    except OSError as exc:  # a read-only home must not stop a read-only command
+        log.warning("could not keep a copy of the config in %s: %s", exc.filename,
+                    exc.strerror)
+    return vol
+
+
 def _unlock(args: argparse.Namespace, read_only: bool = False, **kw) -> Volume:
-    if getattr(args, "masterkey", None):
-        key = keys.parse_recovery_key(args.masterkey)
-        return Volume.unlock(args.backing, master_key=key, read_only=read_only, **kw)
+    key = _masterkey(args)
+    if key is not None:
+        if not os.path.exists(os.path.join(args.backing, CONFIG_NAME)):
+            _restore_config_with_key(args, key)
+        _check_config_is_this_vaults(args.backing, VaultConfig.load(args.backing))
+        return _after_unlock(Volume.unlock(args.backing, master_key=key,
+                                           read_only=read_only, **kw))
     cfg = VaultConfig.load(args.backing)  # fail on a bad vault before prompting
-    del cfg
+    _check_config_is_this_vaults(args.backing, cfg)
     passphrase = _source(args).get()
-    return Volume.unlock(args.backing, passphrase=passphrase, read_only=read_only, **kw)
+    return _after_unlock(Volume.unlock(args.backing, passphrase=passphrase,
+                                       read_only=read_only, **kw))
+
+
+def _remote_config_reader(args: argparse.Namespace):
+    """A function that fetches the remote's cryptfs.conf (None if it has none), or None
+    when the vault has no remote."""
+    from .settings import VaultSettings
+
+    remote = getattr(args, "remote", None) or VaultSettings.load(args.backing).remote
+    if not remote:
+        return None
+
+    def read() -> bytes | None:
+        from .sync import identity
+        from .sync.rclone import ensure_config_password, prepare_environment
+
+        binary = prepare_environment(getattr(args, "rclone_config", None))
+        ensure_config_password(binary)
+        return identity.inspect_remote(binary, remote).config
+    return read
+
+
+def _restore_config_with_key(args: argparse.Namespace, key: bytes) -> None:
+    """mount/ls/... --masterkey on a vault whose config is lost: put back a saved copy
+    (this device's, or the remote's) that this key opens."""
+    from . import recover
+
+    found = recover.find_config(args.backing,
+                                recover.candidates(args.backing, _remote_config_reader(args)),
+                                master_key=key)
+    if found is None:
+        raise ConfigError(
+            f"{args.backing} has no cryptfs.conf and no saved copy opens with this key; "
+            f"rebuild it with a new passphrase: 'cryptfs recover {args.backing} "
+            "--masterkey -' (the key on stdin)")
+    where, cfg, _ = found
+    recover.install(args.backing, cfg.to_json())
+    print(f"cryptfs: restored {args.backing}/cryptfs.conf from {where}", file=sys.stderr)
 
 
 def _plain(path: str) -> str:
@@ -88,22 +187,22 @@ def _check_remote_arg(backing: str, remembered: str | None, given: str) -> str:
 def cmd_init(args: argparse.Namespace) -> int:
     if os.path.isdir(args.backing) and os.listdir(args.backing):
         raise CryptfsError(f"{args.backing} is not empty; a vault needs an empty directory")
+    if args.remote:
+        _check_remote_is_empty(args)
     passphrase = _source(args).get("New passphrase: ", confirm=True)
     warning = check_new(passphrase, args.force)
     if warning:
         print(f"cryptfs: {warning}", file=sys.stderr)
-    if args.remote:
-        from .sync import check_location
+    vol, master_key = Volume.initialize(args.backing, passphrase, block_size=args.block_size,
+                                        max_path=args.max_path)
+    from .settings import VaultSettings
+    from .sync.state import save_local_config_copy
 
-        check_location(args.remote, "remote")
-    _, master_key = Volume.initialize(args.backing, passphrase, block_size=args.block_size,
-                                      max_path=args.max_path)
-    if args.remote:
-        from .settings import VaultSettings
-
-        settings = VaultSettings.load(args.backing)
-        settings.remote = args.remote
-        settings.save()
+    save_local_config_copy(args.backing, vol.config.to_json())
+    settings = VaultSettings.load(args.backing)
+    settings.remote = args.remote  # a vault made anew here starts without sync history
+    settings.last_sync = settings.last_sync_remote = None
+    settings.save()
     recovery = keys.format_recovery_key(master_key)
     if args.quiet:
         print(recovery)
@@ -117,6 +216,33 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_remote_is_empty(args: argparse.Namespace) -> None:
+    """init --remote: a new vault must never go to a remote that already holds data."""
+    from .sync import identity
+    from .sync.rclone import (
+        check_location,
+        ensure_config_password,
+        prepare_environment,
+        redact,
+    )
+
+    check_location(args.remote, "remote")
+    binary = prepare_environment(getattr(args, "rclone_config", None))
+    ensure_config_password(binary)
+    try:
+        found = identity.inspect_remote(binary, args.remote)
+    except CryptfsError as exc:
+        print(f"cryptfs: warning: could not check {redact(args.remote)} ({exc}); the first "
+              "sync checks it before uploading anything", file=sys.stderr)
+        return
+    if not found.empty:
+        what = "a cryptfs vault" if found.config else "other files"
+        raise identity.ForeignRemoteError(
+            f"{redact(args.remote)} is not empty (it holds {what}); a new vault needs an "
+            f"empty remote. To use the vault it holds on this device, run 'cryptfs clone "
+            f"{redact(args.remote)} {args.backing}'")
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
     from . import daemonlog
     from . import mount as m
@@ -125,6 +251,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
     m.check_mountpoint(args.mountpoint, args.backing)
     sync_setup = _prepare_autosync(args)
     volume = _unlock(args, read_only=args.read_only)
+    from . import lognames
+
+    lognames.configure(args.log_plaintext_names, volume)
     opts = m.fuse_options(args.backing, args.read_only, args.o or [])
     if args.writeback:
         opts["writeback"] = True
@@ -142,6 +271,14 @@ def cmd_mount(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vault_keys(volume: Volume):
+    from .sync import VaultKeys
+
+    # A Volume of its own: a sync may run in another thread than the mount's requests.
+    return VaultKeys(volume.master_key, volume.config,
+                     Volume(volume.backing, volume.master_key, volume.config))
+
+
 def _prepare_autosync(args: argparse.Namespace):
     """Validate the remote before mounting; return a factory run inside the daemon."""
     from .settings import VaultSettings
@@ -154,20 +291,30 @@ def _prepare_autosync(args: argparse.Namespace):
         return None
     from .sync import Syncer
 
-    Syncer(args.backing, settings, rclone_config=args.rclone_config)  # fail early
+    # Fails early (bad remote, encrypted rclone config without a password, asked here
+    # once on a terminal: the daemon inherits it).
+    Syncer(args.backing, settings, rclone_config=args.rclone_config)
 
     def setup(volume: Volume):
         from .autosync import AutoSync
 
         syncer = Syncer(args.backing, VaultSettings.load(args.backing),
-                        rclone_config=args.rclone_config, volume=volume)
+                        rclone_config=args.rclone_config, vault=_vault_keys(volume))
+
+        def describe(plain: str) -> str | None:
+            """A pending change as its backing path (encrypted names), never plaintext."""
+            try:
+                return volume.backing_path_of(plain)
+            except (CryptfsError, OSError):
+                return None
 
         # A pull replaces files by new backing inodes, so the kernel, which holds
         # entries and attributes for 1 s, never mixes old sizes with new contents.
         return AutoSync(syncer.bisync, syncer.settings, interval=args.sync_interval,
                         poll_interval=args.poll_interval,
                         busy=volume.has_dirty_handles,
-                        after_sync=volume.clear_caches)
+                        after_sync=volume.clear_caches, describe=describe,
+                        remote=syncer.remote, scrub=syncer.scrub)
     return setup
 
 
@@ -181,12 +328,15 @@ def cmd_unmount(args: argparse.Namespace) -> int:
     started = time.time()
     backing = m.unmount(args.mountpoint, lazy=args.lazy, say=say)
     if backing and os.path.isdir(backing):
+        from .sync.rclone import redact
+
         settings = VaultSettings.load(backing)
         if settings.remote and settings.last_error_time and settings.last_error_time >= started:
-            shown = ", ".join(settings.pending[:10]) or "recent changes"
-            more = f" and {len(settings.pending) - 10} more" if len(settings.pending) > 10 else ""
-            print(f"cryptfs: unmounted, but could not upload to {settings.remote}: "
-                  f"{settings.last_error}\n  not uploaded yet: {shown}{more}\n"
+            count = max(settings.pending_count, len(settings.pending_backing))
+            what = f"{count} change(s)" if count else "recent changes"
+            print(f"cryptfs: unmounted, but could not upload to {redact(settings.remote)}: "
+                  f"{settings.last_error}\n  not uploaded yet: {what} (their names: "
+                  f"'cryptfs status {backing} --names')\n"
                   f"  They are safe in {backing} and go up with the next sync "
                   f"('cryptfs sync {backing}').", file=sys.stderr)
             return int(ExitCode.SYNC_FAILED)
@@ -195,8 +345,9 @@ def cmd_unmount(args: argparse.Namespace) -> int:
 
 def cmd_passwd(args: argparse.Namespace) -> int:
     cfg = VaultConfig.load(args.backing)
-    if args.masterkey:
-        master_key = keys.parse_recovery_key(args.masterkey)
+    _check_config_is_this_vaults(args.backing, cfg)
+    master_key = _masterkey(args)
+    if master_key is not None:
         cfg.verify_master_key(master_key)
     else:
         master_key = cfg.unlock(_source(args).get("Current passphrase: "))
@@ -211,9 +362,51 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     new_cfg.save(args.backing)
     VaultConfig.load(args.backing).unlock(new)
     backup.unlink()
+    from .sync.state import save_local_config_copy
+
+    save_local_config_copy(args.backing, new_cfg.to_json())
     print("Passphrase changed. No data was re-encrypted: the master key is the same.")
     print("Note: an old copy of cryptfs.conf (a backup, or a cloud's version history) still "
           "opens the vault with the old passphrase.")
+    return 0
+
+
+def cmd_recover(args: argparse.Namespace) -> int:
+    """Put back a lost or replaced cryptfs.conf (recover.py)."""
+    from . import recover
+
+    backing = args.backing
+    if not os.path.isdir(backing):
+        raise ConfigError(f"{backing}: no such directory")
+    sources = recover.candidates(backing, _remote_config_reader(args))
+    key = _masterkey(args)
+    if key is not None:
+        found = recover.find_config(backing, sources, master_key=key)
+    else:
+        if not sources:
+            raise ConfigError(
+                f"no saved copy of {backing}'s config on this device or its remote; "
+                f"rebuild it with the recovery key: 'cryptfs recover {backing} "
+                "--masterkey -' (the key on stdin)")
+        found = recover.find_config(backing, sources, passphrase=_source(args).get())
+        if found is None:
+            raise ConfigError(
+                "no saved copy of the config opens with this passphrase and belongs to the "
+                f"data in {backing}; use the recovery key: 'cryptfs recover {backing} "
+                "--masterkey -'")
+    if found is not None:
+        where, cfg, _ = found
+        recover.install(backing, cfg.to_json())
+        print(f"Restored {backing}/cryptfs.conf from {where}; it opens with that "
+              "config's passphrase.")
+        return 0
+    assert key is not None
+    new = PassphraseSource(args.new_passfile, None, env_var=NEW_ENV_VAR).get(
+        "New passphrase: ", confirm=True)
+    cfg = recover.rebuild(backing, key, new)
+    recover.install(backing, cfg.to_json())
+    print(f"Rebuilt {backing}/cryptfs.conf around the recovery key with the new passphrase "
+          f"(block size {cfg.block_size}). No data was re-encrypted.")
     return 0
 
 
@@ -345,13 +538,12 @@ def cmd_fsck(args: argparse.Namespace) -> int:
     return 0 if not report.unrepaired else int(ExitCode.INTEGRITY)
 
 
-def _syncer(args: argparse.Namespace, volume=None):
+def _syncer(args: argparse.Namespace, vol: Volume):
     from .settings import VaultSettings
     from .sync import Syncer
 
-    VaultConfig.load(args.backing)
     return Syncer(args.backing, VaultSettings.load(args.backing), remote=args.remote,
-                  rclone_config=args.rclone_config, volume=volume)
+                  rclone_config=args.rclone_config, vault=_vault_keys(vol))
 
 
 def _run_sync(args: argparse.Namespace, verb: str) -> int:
@@ -383,20 +575,50 @@ def _run_sync(args: argparse.Namespace, verb: str) -> int:
     try:
         result = syncer.bisync(progress)
     except CryptfsError as exc:
+        settings = VaultSettings.load(args.backing)
         settings.record_failure(str(exc))
         settings.save()
         raise
     finally:
         if tty:
             sys.stderr.write("\n")
-    settings.record_success(started)
+    settings = VaultSettings.load(args.backing)
+    if args.remote and args.remote != settings.remote:
+        settings.remote = args.remote
+    settings.record_success(started, syncer.remote)
     settings.save()
-    print(f"{verb}: ok remote={syncer.remote} transfers={result.transfers} "
+    print(f"{verb}: ok remote={syncer.shown_remote} transfers={result.transfers} "
           f"bytes={result.bytes} seconds={result.seconds:.1f} "
           f"conflicts={len(result.renamed_conflicts)}")
+    _report(args.backing, vol, result)
+    return 0
+
+
+def _report(backing: str, vol: Volume, result) -> None:
+    """What a sync did beyond copying, for the user (plaintext: this is their terminal)."""
+    from .sync.resync import plain_path
+
+    if result.config_note:
+        print(f"config: {result.config_note}")
+    if result.merged_without_state:
+        print("note: there was no sync state for this remote (first sync here, or it was "
+              "lost): both sides were merged; nothing was deleted, and every file that "
+              "differed is kept twice")
     for name in result.renamed_conflicts:
         print(f"conflict: this device's version kept as {name!r}")
-    return 0
+    if result.only_remote:
+        shown = [plain_path(vol, p) or p for p in result.only_remote]
+        print(f"from the remote: {len(shown)} file(s) this device did not have (new on "
+              "another device, or deleted here while the sync state was lost: delete "
+              "them again then):")
+        for name in shown[:50]:
+            print(f"  {name}")
+        if len(shown) > 50:
+            print(f"  ... and {len(shown) - 50} more")
+    for rel in result.repaired_dirs:
+        where = plain_path(vol, rel)
+        print(f"repaired: directory {where or rel} was left unreachable by the sync "
+              "(reattached; see 'cryptfs fsck')")
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -409,62 +631,82 @@ def cmd_pull(args: argparse.Namespace) -> int:
 
 def cmd_remote(args: argparse.Namespace) -> int:
     from .settings import VaultSettings
-    from .sync import check_location
+    from .sync import check_location, redact
 
     VaultConfig.load(args.backing)
     settings = VaultSettings.load(args.backing)
     if args.action == "set":
         if not args.remote:
             raise CryptfsError("usage: cryptfs remote set BACKING REMOTE:PATH")
+        from .sync.state import SyncState
+
         settings.remote = check_location(args.remote, "remote")
         settings.upload_config = not args.no_upload_config
+        # Start afresh with this remote: its first sync checks which vault it holds and
+        # uploads everything (a remote emptied on purpose is filled again).
+        SyncState(settings, settings.remote).reset()
+        settings.last_sync_remote = None
         settings.save()
-        print(f"remote of {args.backing}: {settings.remote} (config file "
-              f"{'uploaded' if settings.upload_config else 'kept off the remote'})")
+        print(f"remote of {args.backing}: {redact(settings.remote)} (config file "
+              f"{'uploaded' if settings.upload_config else 'kept off the remote'}); the "
+              "next sync uploads everything it lacks")
     elif args.action == "unset":
         settings.remote = None
         settings.save()
         print(f"{args.backing} has no remote now")
     else:
-        print(settings.remote or "(no remote)")
+        print(redact(settings.remote) if settings.remote else "(no remote)")
     return 0
 
 
 def cmd_clone(args: argparse.Namespace) -> int:
     import shutil
+    import tempfile
 
     from .settings import VaultSettings
     from .sync import Syncer, check_location
+    from .sync.state import SyncState, save_local_config_copy
 
     check_location(args.remote, "remote")
     if os.path.isdir(args.backing) and os.listdir(args.backing):
         raise CryptfsError(f"{args.backing} is not empty; clone needs a new directory")
-    os.makedirs(args.backing, mode=0o700, exist_ok=True)
     settings = VaultSettings.load(args.backing)
     settings.remote = args.remote
     settings.upload_config = args.config_file is None
-    shutil.rmtree(settings.workdir, ignore_errors=True)
+    settings.last_sync = settings.last_sync_remote = None
     syncer = Syncer(args.backing, settings, rclone_config=args.rclone_config)
-    syncer.clone_into_backing()
-    conf = Path(args.backing) / "cryptfs.conf"
-    if args.config_file:
-        shutil.copyfile(args.config_file, conf)
-        os.chmod(conf, 0o600)
-    if not conf.exists():
-        raise CryptfsError(f"{args.remote} holds no cryptfs.conf (kept off the remote?): "
-                           "give the config with --config-file FILE")
-    VaultConfig.load(args.backing)
+    with tempfile.TemporaryDirectory(prefix="cryptfs-clone-") as tmp:
+        conf = os.path.join(tmp, CONFIG_NAME)
+        if args.config_file:
+            shutil.copyfile(args.config_file, conf)
+        elif not syncer.download_config(conf):
+            raise CryptfsError(f"{syncer.shown_remote} holds no cryptfs.conf (kept off the "
+                               "remote?): give the config with --config-file FILE")
+        cfg = VaultConfig.parse(Path(conf).read_bytes())
+        key = _masterkey(args)
+        if key is not None:
+            cfg.verify_master_key(key)
+        else:  # check the passphrase before downloading everything
+            key = cfg.unlock(_source(args).get())
+        os.makedirs(args.backing, mode=0o700, exist_ok=True)
+        SyncState(settings, args.remote).reset()
+        syncer.clone_into_backing()
+        write_atomic(Path(args.backing) / CONFIG_NAME, cfg.to_json())
+    save_local_config_copy(args.backing, cfg.to_json())
+    vol = _after_unlock(Volume(args.backing, key, cfg, read_only=True))
     started = time.time()
-    syncer.bisync()  # records the common state, so the next sync is incremental
-    settings.record_success(started)
+    syncer.vault = _vault_keys(vol)
+    syncer.bisync()  # checks the remote's vault; records the common state
+    settings.record_success(started, args.remote)
     settings.save()
-    print(f"Cloned {args.remote} into {args.backing}. Mount it with: "
+    print(f"Cloned {syncer.shown_remote} into {args.backing}. Mount it with: "
           f"cryptfs mount {args.backing} MOUNTPOINT")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     from .settings import VaultSettings
+    from .sync import redact
 
     VaultConfig.load(args.backing)
     s = VaultSettings.load(args.backing)
@@ -472,8 +714,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     def when(t: float | None) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
 
+    synced = s.synced_to_current_remote()
     changed = 0
-    if s.last_sync:
+    if synced:
         for root, _dirs, files in os.walk(args.backing):
             for f in files:
                 try:
@@ -482,17 +725,28 @@ def cmd_status(args: argparse.Namespace) -> int:
                 except OSError:
                     pass
     print(f"vault:           {os.path.abspath(args.backing)}")
-    print(f"remote:          {s.remote or '(none)'}")
+    print(f"remote:          {redact(s.remote) if s.remote else '(none)'}")
     print(f"config uploaded: {'yes' if s.upload_config else 'no'}")
-    print(f"last sync:       {when(s.last_sync)} ({s.syncs} successful syncs)")
-    pending = len(s.pending) or changed
-    print(f"pending:         {pending} changed file(s) not yet uploaded"
-          if s.last_sync or s.pending else "pending:         everything (never synced)")
+    if synced:
+        print(f"last sync:       {when(s.last_sync)} ({s.syncs} successful syncs)")
+        pending = max(s.pending_count, len(s.pending_backing), changed)
+        print(f"pending:         {pending} changed file(s) not yet uploaded")
+    elif s.remote:
+        print("last sync:       never to this remote")
+        print("pending:         everything (never synced to this remote)")
+    else:
+        print("last sync:       never")
     if s.last_error:
-        print(f"last error:      {when(s.last_error_time)}: {s.last_error}")
+        print(f"last error:      {when(s.last_error_time)}: {redact(s.last_error)}")
         print(f"failing since:   {when(s.failing_since)} (retried with backoff)")
     else:
         print("last error:      none")
+    if args.names and s.pending_backing:
+        vol = _unlock(args, read_only=True)
+        from .sync.resync import plain_path
+
+        for rel in s.pending_backing:
+            print(f"  not uploaded: {plain_path(vol, rel) or rel}")
     return 0
 
 
@@ -514,10 +768,10 @@ def cmd_audit_remote(args: argparse.Namespace) -> int:
         local_conf = Path(args.backing) / "cryptfs.conf"
         if remote_conf.exists() and remote_conf.read_bytes() != local_conf.read_bytes():
             report.problems.append(Problem(
-                "config", f"{syncer.remote}/cryptfs.conf", None,
+                "config", f"{syncer.shown_remote}/cryptfs.conf", None,
                 "the remote config differs from the local one (an older passphrase?)"))
         for p in report.problems:
-            p.backing_path = syncer.remote.rstrip("/") + "/" + os.path.relpath(p.backing_path,
+            p.backing_path = syncer.shown_remote.rstrip("/") + "/" + os.path.relpath(p.backing_path,
                                                                                temp)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
@@ -582,7 +836,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, func, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=EXIT_CODES,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           allow_abbrev=False)  # --masterkey must be spelled out (main)
         p.set_defaults(func=func)
         return p
 
@@ -597,7 +852,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="longest path the vault may use in the cloud, relative to its "
                         "folder (default 250; lower it for a provider or sync client with "
                         "a tighter limit, e.g. Windows' 260 minus the sync folder's path)")
-    p.add_argument("--remote", metavar="REMOTE:PATH", help="remember this rclone remote")
+    p.add_argument("--remote", metavar="REMOTE:PATH",
+                   help="remember this rclone remote (it must be empty)")
+    p.add_argument("--rclone-config", metavar="FILE", help="rclone config file to use")
     p.add_argument("--force", action="store_true",
                    help="accept a passphrase shorter than 8 characters")
     _add_pass_args(p, masterkey=False)
@@ -629,6 +886,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fetch others' changes this often when idle (default 60)")
     p.add_argument("--no-sync", action="store_true", help="do not sync while mounted")
     p.add_argument("--rclone-config", metavar="FILE", help="rclone config file to use")
+    p.add_argument("--log-plaintext-names", action="store_true",
+                   help="log plaintext paths (default: backing paths or hashes only)")
     _add_pass_args(p)
 
     p = add("unmount", cmd_unmount, "flush and unmount MOUNTPOINT")
@@ -686,9 +945,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config-file", metavar="FILE",
                    help="the vault's cryptfs.conf, if it was kept off the remote")
     p.add_argument("--rclone-config", metavar="FILE")
+    _add_pass_args(p)
 
     p = add("status", cmd_status, "remote, last sync, pending changes, last error")
     p.add_argument("backing")
+    p.add_argument("--names", action="store_true",
+                   help="also list the plaintext paths not uploaded yet (asks for the "
+                        "passphrase)")
+    _add_pass_args(p)
+
+    p = add("recover", cmd_recover,
+            "put back a lost or replaced cryptfs.conf: from this device's saved copy or "
+            "the remote's (with the passphrase or the recovery key), else rebuilt around "
+            "the recovery key with a new passphrase")
+    p.add_argument("backing")
+    p.add_argument("--remote", metavar="REMOTE:PATH",
+                   help="where to look for the config (default: the vault's remote)")
+    p.add_argument("--rclone-config", metavar="FILE")
+    p.add_argument("--new-passfile", metavar="FILE",
+                   help=f"new passphrase from FILE (else ${NEW_ENV_VAR}, else a prompt)")
+    _add_pass_args(p)
 
     p = add("fsck", cmd_fsck, "check every name, directory, back-reference, symlink, block "
                               "and attribute (offline)")
@@ -720,7 +996,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _masterkey_out_of_argv() -> None:
+    """``--masterkey HEX`` on the command line is readable by every user in ps for the
+    process's whole life (a mount daemon's: for days). Warn, and run again with the key
+    handed over through a pipe (--masterkey-fd) instead."""
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg == "--masterkey" and i + 1 < len(argv) and argv[i + 1] != "-":
+            key, rest = argv[i + 1], argv[:i] + argv[i + 2:]
+            break
+        if arg.startswith("--masterkey=") and arg != "--masterkey=-":
+            key, rest = arg.split("=", 1)[1], argv[:i] + argv[i + 1:]
+            break
+    else:
+        return
+    print("cryptfs: warning: a recovery key given as an argument is visible to other users "
+          "(ps, /proc) while it is there; give it on stdin with '--masterkey -' or with "
+          "--masterkey-fd FD. cryptfs now moves it out of its command line.", file=sys.stderr)
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, key.encode(errors="replace")[:4000] + b"\n")
+    os.close(write_fd)
+    os.set_inheritable(read_fd, True)
+    insert = i if i <= len(rest) else len(rest)
+    new = [*rest[:insert], "--masterkey-fd", str(read_fd), *rest[insert:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execv(sys.executable, [sys.executable, "-m", "cryptfs", *new])  # noqa: S606
+    except OSError:
+        os.close(read_fd)  # could not re-run: go on with the key where it is
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        _masterkey_out_of_argv()
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
@@ -740,7 +1049,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"cryptfs: {exc.strerror or exc}{where}", file=sys.stderr)
         return int(ExitCode.ERROR)
     except KeyboardInterrupt:
-        return 130
+        return int(ExitCode.INTERRUPTED)
     except BrokenPipeError:
         return 0
 

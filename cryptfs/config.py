@@ -31,9 +31,12 @@ MAX_CONFIG_BYTES = 64 * 1024
 DEFAULT_BLOCK_SIZE = 16384
 DEFAULT_MAX_PATH = layout.DEFAULT_MAX_PATH
 VAULT_ID_LEN = 16
+VAULT_ID_BYTES = VAULT_ID_LEN
 KNOWN_FEATURES: frozenset[str] = frozenset()
 
 _FIELDS = {
+    # vault_id: the vault's identity (16 random bytes chosen at init, covered by the MAC):
+    # a sync only ever talks to a remote that holds this same vault (sync/identity.py).
     "cryptfs": int, "format_version": int, "cipher": str, "vault_id": str,
     "block_size": int, "max_path": int, "features": list, "kdf": dict,
     "wrapped_master_key": str, "mac": str,
@@ -231,6 +234,13 @@ class VaultConfig:
         except FileNotFoundError:
             if not Path(backing).is_dir():
                 raise ConfigError(f"{backing}: no such directory") from None
+            if any(True for _ in os.scandir(backing)):
+                raise ConfigError(
+                    f"{backing} has no {CONFIG_NAME}: if it is a vault whose config was "
+                    f"lost, rebuild it with 'cryptfs recover {backing}' (from this "
+                    "device's saved copy, the remote, or the recovery key); otherwise "
+                    "it is not a cryptfs vault"
+                ) from None
             raise ConfigError(
                 f"{backing} is not a cryptfs vault (no {CONFIG_NAME}); "
                 "create one with 'cryptfs init'"

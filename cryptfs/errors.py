@@ -24,6 +24,7 @@ class ExitCode(enum.IntEnum):
     INTEGRITY = 14  # data failed authentication (tampered or corrupt)
     NOT_FOUND = 15  # plaintext path does not exist in the vault
     SYNC_FAILED = 16  # the remote could not be reached or rclone failed (nothing lost)
+    INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
 class CryptfsError(Exception):

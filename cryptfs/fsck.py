@@ -87,7 +87,11 @@ class Checker:
     """Walks the backing tree of an unlocked volume and records every problem."""
 
     def __init__(self, volume: Volume, quarantine: str | None = None, repair: bool = False,
-                 progress: Callable[[Report], None] | None = None) -> None:
+                 progress: Callable[[Report], None] | None = None,
+                 structure_only: bool = False) -> None:
+        """``structure_only``: names, directory entries and back-references only (no file
+        contents, no leftovers removed, orphaned folders only if they hold entries): what
+        a sync checks while the vault may be mounted."""
         self.vol = volume
         self.store = volume.store
         self.quarantine = os.path.abspath(quarantine) if quarantine else None
@@ -96,6 +100,7 @@ class Checker:
             if real_q == real_b or real_q.startswith(real_b + os.sep):
                 raise ValueError("the quarantine directory must be outside the vault")
         self.repair = repair
+        self.structure_only = structure_only
         self.report = Report()
         self._progress = progress
         self._last_progress = 0.0
@@ -103,10 +108,12 @@ class Checker:
         self._xattr_ids: set[tuple[bytes, bytes]] = set()
 
     def run(self) -> Report:
-        self._check_root_files()
+        if not self.structure_only:
+            self._check_root_files()
         self._walk(self.vol.root_storage, self.vol.names.root_id, None, b"", "/")
         self._orphans()
-        self._xattr_objects()
+        if not self.structure_only:
+            self._xattr_objects()
         if self._progress:
             self._progress(self.report)
         return self.report
@@ -217,8 +224,10 @@ class Checker:
         if bname == layout.BACKREF_NAME:
             return None
         if layout.is_temp(bname):
-            self._problem("leftover-temp", rel, None, "temporary file of an interrupted "
-                          "operation", move=True, fix=lambda: self._remove(rel))
+            if not self.structure_only:
+                self._problem("leftover-temp", rel, None, "temporary file of an "
+                              "interrupted operation", move=True,
+                              fix=lambda: self._remove(rel))
             return None
         parsed = layout.parse(bname)
         if parsed is None:
@@ -228,8 +237,8 @@ class Checker:
                 self._problem("foreign", rel, None, "not an entry of this vault", move=True)
                 return None
         if parsed.kind is None:  # a long name's sidecar
-            if not any(f"{parsed.stem}{'.' + k.value if k.value else ''}" in present
-                       for k in layout.KINDS):
+            if not self.structure_only and \
+                    not any(k.suffixed(parsed.stem) in present for k in layout.KINDS):
                 self._problem("orphan-sidecar", rel, None, "long-name sidecar without its "
                               "entry", move=True, fix=lambda: self._remove(rel))
             return None
@@ -239,7 +248,9 @@ class Checker:
             self._problem("name", rel, None, f"name does not decrypt here: {exc}", move=True)
             return None
         plain_path = plain_dir.rstrip("/") + "/" + plain
-        if parsed.kind is Kind.FILE:
+        if parsed.kind is not Kind.DIR and self.structure_only:
+            self.report.files += parsed.kind is Kind.FILE
+        elif parsed.kind is Kind.FILE:
             self.report.files += 1
             self._check_file(rel, plain_path)
         elif parsed.kind is Kind.SYMLINK:
@@ -267,9 +278,11 @@ class Checker:
             return None
         child = self.vol.storage_of(child_id)
         name = os.fsencode(plain_path.rpartition("/")[2])
-        if child in self._visited:
+        if child in self._visited or self._other_entry_is_named(child, child_id, parent_id,
+                                                                name):
             self._problem("duplicate-entry", rel, plain_path,
-                          f"a second entry for the directory stored in {child}")
+                          f"a second entry for the directory stored in {child} (its "
+                          "back-reference names the other one)")
             return None
         if not self.store.exists(child):
             def recreate() -> str:
@@ -282,6 +295,25 @@ class Checker:
             if not (self.repair and self.store.exists(child)):
                 return None
         return child, child_id, parent_id, name, plain_path
+
+    def _other_entry_is_named(self, child: str, child_id: bytes, parent_id: bytes,
+                              name: bytes) -> bool:
+        """True if the child's back-reference names another place and an entry there
+        leads to the same directory (FORMAT.md §5.4: that one is kept)."""
+        try:
+            _, ref_parent, ref_name = self.vol.read_backref(child)
+        except (IntegrityError, OSError):
+            return False
+        if ref_parent is None or (ref_parent, ref_name) == (parent_id, name):
+            return False
+        try:
+            found = self.vol._probe(self.vol.storage_of(ref_parent),
+                                    self.vol._stem(ref_parent, ref_name))
+            return found is not None and found.kind is Kind.DIR and \
+                self.vol.objects.open_dirref(self.store.read_small(found.rel, 4096)) == \
+                child_id
+        except (IntegrityError, OSError):
+            return False
 
     def _check_file(self, rel: str, plain_path: str) -> None:
         try:
@@ -329,6 +361,8 @@ class Checker:
         pending: dict[str, tuple[bytes, bytes | None, bytes] | None] = {}
         for storage in self._all_storage():
             if storage not in self._visited:
+                if self.structure_only and not self._holds_entries(storage):
+                    continue  # being made right now (mkdir), or empty: nothing to lose
                 try:
                     pending[storage] = self.vol.read_backref(storage)
                 except (IntegrityError, OSError):
@@ -358,6 +392,12 @@ class Checker:
         for storage in sorted(pending):  # back-references that form a loop
             self._problem("orphan-storage", storage, None,
                           "storage folders whose back-references point at each other")
+
+    def _holds_entries(self, storage: str) -> bool:
+        try:
+            return any(layout.parse(n) is not None for n in self.store.listdir(storage))
+        except OSError:
+            return False
 
     def _orphan(self, storage: str, ref: tuple[bytes, bytes | None, bytes]) -> None:
         dir_id, parent_id, name = ref

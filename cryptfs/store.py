@@ -155,7 +155,7 @@ class BackingStore:
                 self._folders.add(prefix)
 
     def forget_folders(self) -> None:
-        self._folders.clear()
+        self._folders = set()
 
     def rmdir(self, rel: str) -> None:
         os.rmdir(rel, dir_fd=self.fd)

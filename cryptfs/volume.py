@@ -265,12 +265,14 @@ class Volume:
         return st.st_ino if st.st_ino != ROOT_INO else _ALT_ROOT_INO
 
     def clear_caches(self) -> None:
-        """Forget derived facts about the backing tree (after a change behind our back)."""
-        self._dirrefs.clear()
-        self._subdirs.clear()
-        self._small.clear()
-        self._aliases.clear()
-        self._storage_paths.clear()
+        """Forget derived facts about the backing tree (after a change behind our back).
+        Safe to call from another thread (the sync's): the caches are replaced, never
+        emptied under a reader."""
+        self._dirrefs = {}
+        self._subdirs = {}
+        self._small = {}
+        self._aliases = {}
+        self._storage_paths = {}
         self.xattrs.clear_cache()
         self.store.forget_folders()
 
@@ -1377,13 +1379,18 @@ class Volume:
             yield from self.walk(top.rstrip("/") + "/" + d)
 
 
-    def name_conflict_copy(self, rel: str, host: str, date: str) -> bytes | None:
-        """Rename a sync tool's conflict copy ``rel`` (``<entry>.cryptfsconflict1``) to
-        the encrypted form of ``NAME (conflict DATE HOST).EXT``; returns that name."""
+    def name_conflict_copy(self, rel: str, host: str, date: str
+                           ) -> tuple[bytes, str] | None:
+        """Rename the entry ``rel`` (this device's version, possibly carrying a sync
+        tool's marker such as ``.cryptfsconflict1``) to the encrypted form of
+        ``NAME (conflict DATE HOST).EXT`` in its directory; returns (that name, the new
+        backing path), or None if ``rel`` is not an entry of this vault."""
         self._writable()
         storage, _, bname = rel.rpartition("/")
-        copy = conflicts.parse(bname)
-        parsed = layout.parse(copy.base) if copy is not None else None
+        parsed = layout.parse(bname)
+        if parsed is None:
+            copy = conflicts.parse(bname)
+            parsed = layout.parse(copy.base) if copy is not None else None
         if parsed is None or parsed.kind is None:
             return None
         dir_id, _, _ = self.read_backref(storage)
@@ -1395,9 +1402,13 @@ class Volume:
                 break
             shown = conflicts.display_name(plain, date, f"{host} {n}")
             n += 1
+        target = f"{storage}/{stem.name(parsed.kind)}"
         with self._sidecar(storage, stem):
-            self.store.rename(rel, f"{storage}/{stem.name(parsed.kind)}", RENAME_NOREPLACE)
-        return shown
+            self.store.rename(rel, target, RENAME_NOREPLACE)
+        if parsed.is_long and bname == f"{parsed.stem}.{parsed.kind.value}".rstrip("."):
+            self.store.unlink_quietly(f"{storage}/{parsed.sidecar}")  # the entry moved
+        self.clear_caches()
+        return shown, target
 
     # -- backing paths <-> plaintext paths ---------------------------------------------
     def read_backref(self, storage: str) -> tuple[bytes, bytes | None, bytes]:

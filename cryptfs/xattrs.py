@@ -37,7 +37,7 @@ class XattrStore:
         return self._in_use
 
     def clear_cache(self) -> None:
-        self._cache.clear()
+        self._cache = {}
         self._in_use = None
 
     def _path(self, kind: bytes, inode_id: bytes) -> str:

@@ -5,28 +5,30 @@
 #    source ~/.local/share/bash_completion/cryptfs
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_cryptfs_subparsers=(init mount unmount passwd info ls cat sync pull audit-remote remote clone status fsck encrypt-name decrypt-name completion)
+_shtab_cryptfs_subparsers=(init mount unmount passwd info ls cat sync pull audit-remote remote clone status recover fsck encrypt-name decrypt-name completion)
 
-_shtab_cryptfs_init_option_strings=(-h --help --quiet --block-size --max-path --remote --force --passfile --extpass)
-_shtab_cryptfs_mount_option_strings=(-h --help -f --foreground --read-only -o --log --idle --writeback --quiet --remote --sync-interval --poll-interval --no-sync --rclone-config --masterkey --passfile --extpass)
+_shtab_cryptfs_init_option_strings=(-h --help --quiet --block-size --max-path --remote --rclone-config --force --passfile --extpass)
+_shtab_cryptfs_mount_option_strings=(-h --help -f --foreground --read-only -o --log --idle --writeback --quiet --remote --sync-interval --poll-interval --no-sync --rclone-config --log-plaintext-names --masterkey --masterkey-fd --passfile --extpass)
 _shtab_cryptfs_unmount_option_strings=(-h --help --lazy)
-_shtab_cryptfs_passwd_option_strings=(-h --help --new-passfile --force --masterkey --passfile --extpass)
+_shtab_cryptfs_passwd_option_strings=(-h --help --new-passfile --force --masterkey --masterkey-fd --passfile --extpass)
 _shtab_cryptfs_info_option_strings=(-h --help)
-_shtab_cryptfs_ls_option_strings=(-h --help -l --long -R --recursive --masterkey --passfile --extpass)
-_shtab_cryptfs_cat_option_strings=(-h --help --masterkey --passfile --extpass)
-_shtab_cryptfs_sync_option_strings=(-h --help --remote --rclone-config --masterkey --passfile --extpass)
-_shtab_cryptfs_pull_option_strings=(-h --help --remote --rclone-config --masterkey --passfile --extpass)
-_shtab_cryptfs_audit_remote_option_strings=(-h --help --remote --rclone-config --json --masterkey --passfile --extpass)
+_shtab_cryptfs_ls_option_strings=(-h --help -l --long -R --recursive --masterkey --masterkey-fd --passfile --extpass)
+_shtab_cryptfs_cat_option_strings=(-h --help --masterkey --masterkey-fd --passfile --extpass)
+_shtab_cryptfs_sync_option_strings=(-h --help --remote --rclone-config --masterkey --masterkey-fd --passfile --extpass)
+_shtab_cryptfs_pull_option_strings=(-h --help --remote --rclone-config --masterkey --masterkey-fd --passfile --extpass)
+_shtab_cryptfs_audit_remote_option_strings=(-h --help --remote --rclone-config --json --masterkey --masterkey-fd --passfile --extpass)
 _shtab_cryptfs_remote_option_strings=(-h --help --no-upload-config)
-_shtab_cryptfs_clone_option_strings=(-h --help --config-file --rclone-config)
-_shtab_cryptfs_status_option_strings=(-h --help)
-_shtab_cryptfs_fsck_option_strings=(-h --help --json --quarantine --repair --masterkey --passfile --extpass)
-_shtab_cryptfs_encrypt_name_option_strings=(-h --help --masterkey --passfile --extpass)
-_shtab_cryptfs_decrypt_name_option_strings=(-h --help --masterkey --passfile --extpass)
+_shtab_cryptfs_clone_option_strings=(-h --help --config-file --rclone-config --masterkey --masterkey-fd --passfile --extpass)
+_shtab_cryptfs_status_option_strings=(-h --help --names --masterkey --masterkey-fd --passfile --extpass)
+_shtab_cryptfs_recover_option_strings=(-h --help --remote --rclone-config --new-passfile --masterkey --masterkey-fd --passfile --extpass)
+_shtab_cryptfs_fsck_option_strings=(-h --help --json --quarantine --repair --masterkey --masterkey-fd --passfile --extpass)
+_shtab_cryptfs_encrypt_name_option_strings=(-h --help --masterkey --masterkey-fd --passfile --extpass)
+_shtab_cryptfs_decrypt_name_option_strings=(-h --help --masterkey --masterkey-fd --passfile --extpass)
 _shtab_cryptfs_completion_option_strings=(-h --help)
 _shtab_cryptfs_option_strings=(-h --help --version -v --verbose)
 
 _shtab_cryptfs_init_pos_0_COMPGEN=_shtab_compgen_dirs
+_shtab_cryptfs_init___rclone_config_COMPGEN=_shtab_compgen_files
 _shtab_cryptfs_init___passfile_COMPGEN=_shtab_compgen_files
 _shtab_cryptfs_mount_pos_0_COMPGEN=_shtab_compgen_dirs
 _shtab_cryptfs_mount_pos_1_COMPGEN=_shtab_compgen_dirs
@@ -55,7 +57,13 @@ _shtab_cryptfs_remote_pos_1_COMPGEN=_shtab_compgen_dirs
 _shtab_cryptfs_clone_pos_1_COMPGEN=_shtab_compgen_dirs
 _shtab_cryptfs_clone___config_file_COMPGEN=_shtab_compgen_files
 _shtab_cryptfs_clone___rclone_config_COMPGEN=_shtab_compgen_files
+_shtab_cryptfs_clone___passfile_COMPGEN=_shtab_compgen_files
 _shtab_cryptfs_status_pos_0_COMPGEN=_shtab_compgen_dirs
+_shtab_cryptfs_status___passfile_COMPGEN=_shtab_compgen_files
+_shtab_cryptfs_recover_pos_0_COMPGEN=_shtab_compgen_dirs
+_shtab_cryptfs_recover___rclone_config_COMPGEN=_shtab_compgen_files
+_shtab_cryptfs_recover___new_passfile_COMPGEN=_shtab_compgen_files
+_shtab_cryptfs_recover___passfile_COMPGEN=_shtab_compgen_files
 _shtab_cryptfs_fsck_pos_0_COMPGEN=_shtab_compgen_dirs
 _shtab_cryptfs_fsck___quarantine_COMPGEN=_shtab_compgen_dirs
 _shtab_cryptfs_fsck___passfile_COMPGEN=_shtab_compgen_files
@@ -66,7 +74,7 @@ _shtab_cryptfs_decrypt_name___passfile_COMPGEN=_shtab_compgen_files
 
 _shtab_cryptfs_remote_pos_0_choices=(set show unset)
 _shtab_cryptfs_completion_pos_0_choices=(bash zsh fish)
-_shtab_cryptfs_pos_0_choices=(init mount unmount passwd info ls cat sync pull audit-remote remote clone status fsck encrypt-name decrypt-name completion)
+_shtab_cryptfs_pos_0_choices=(init mount unmount passwd info ls cat sync pull audit-remote remote clone status recover fsck encrypt-name decrypt-name completion)
 
 _shtab_cryptfs_init__h_nargs=0
 _shtab_cryptfs_init___help_nargs=0
@@ -80,6 +88,7 @@ _shtab_cryptfs_mount___read_only_nargs=0
 _shtab_cryptfs_mount___writeback_nargs=0
 _shtab_cryptfs_mount___quiet_nargs=0
 _shtab_cryptfs_mount___no_sync_nargs=0
+_shtab_cryptfs_mount___log_plaintext_names_nargs=0
 _shtab_cryptfs_unmount__h_nargs=0
 _shtab_cryptfs_unmount___help_nargs=0
 _shtab_cryptfs_unmount___lazy_nargs=0
@@ -110,6 +119,9 @@ _shtab_cryptfs_clone__h_nargs=0
 _shtab_cryptfs_clone___help_nargs=0
 _shtab_cryptfs_status__h_nargs=0
 _shtab_cryptfs_status___help_nargs=0
+_shtab_cryptfs_status___names_nargs=0
+_shtab_cryptfs_recover__h_nargs=0
+_shtab_cryptfs_recover___help_nargs=0
 _shtab_cryptfs_fsck__h_nargs=0
 _shtab_cryptfs_fsck___help_nargs=0
 _shtab_cryptfs_fsck___json_nargs=0

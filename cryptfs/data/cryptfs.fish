@@ -50,8 +50,8 @@ function _shtab_cryptfs_using
   test "$_shtab_cryptfs_cmdpath" = "$argv"
 end
 
-set -g _shtab_cryptfs_commands init mount unmount passwd info ls cat sync pull audit-remote remote clone status fsck encrypt-name decrypt-name completion
-set -g _shtab_cryptfs_opts_with_value --block-size --config-file --extpass --idle --log --masterkey --max-path --new-passfile --passfile --poll-interval --quarantine --rclone-config --remote --sync-interval -o
+set -g _shtab_cryptfs_commands init mount unmount passwd info ls cat sync pull audit-remote remote clone status recover fsck encrypt-name decrypt-name completion
+set -g _shtab_cryptfs_opts_with_value --block-size --config-file --extpass --idle --log --masterkey --masterkey-fd --max-path --new-passfile --passfile --poll-interval --quarantine --rclone-config --remote --sync-interval -o
 
 complete -c cryptfs -e
 complete -c cryptfs -f
@@ -64,7 +64,8 @@ complete -c cryptfs -n '_shtab_cryptfs_using init' -s h -l help -d 'show this he
 complete -c cryptfs -n '_shtab_cryptfs_using init' -l quiet -d 'print only the recovery key'
 complete -c cryptfs -n '_shtab_cryptfs_using init' -l block-size -x -d 'plaintext bytes per encrypted block, a power of two from 4096 to 1048576 (default 16384; 4096 suits random I/O such as databases and VM images better, at a cost in sequential speed)'
 complete -c cryptfs -n '_shtab_cryptfs_using init' -l max-path -x -d 'longest path the vault may use in the cloud, relative to its folder (default 250; lower it for a provider or sync client with a tighter limit, e.g. Windows'"'"' 260 minus the sync folder'"'"'s path)'
-complete -c cryptfs -n '_shtab_cryptfs_using init' -l remote -x -d 'remember this rclone remote'
+complete -c cryptfs -n '_shtab_cryptfs_using init' -l remote -x -d 'remember this rclone remote (it must be empty)'
+complete -c cryptfs -n '_shtab_cryptfs_using init' -l rclone-config -xka "(__fish_complete_path (commandline -ct))" -d 'rclone config file to use'
 complete -c cryptfs -n '_shtab_cryptfs_using init' -l force -d 'accept a passphrase shorter than 8 characters'
 complete -c cryptfs -n '_shtab_cryptfs_using init' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using init' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
@@ -83,7 +84,9 @@ complete -c cryptfs -n '_shtab_cryptfs_using mount' -l sync-interval -x -d 'wait
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l poll-interval -x -d 'fetch others'"'"' changes this often when idle (default 60)'
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l no-sync -d 'do not sync while mounted'
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l rclone-config -xka "(__fish_complete_path (commandline -ct))" -d 'rclone config file to use'
-complete -c cryptfs -n '_shtab_cryptfs_using mount' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using mount' -l log-plaintext-names -d 'log plaintext paths (default: backing paths or hashes only)'
+complete -c cryptfs -n '_shtab_cryptfs_using mount' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using mount' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using mount; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
@@ -96,7 +99,8 @@ complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 
 complete -c cryptfs -n '_shtab_cryptfs_using passwd' -s h -l help -d 'show this help message and exit'
 complete -c cryptfs -n '_shtab_cryptfs_using passwd' -l new-passfile -xka "(__fish_complete_path (commandline -ct))" -d 'new passphrase from FILE (else $CRYPTFS_NEW_PASSWORD, else a prompt)'
 complete -c cryptfs -n '_shtab_cryptfs_using passwd' -l force -d 'accept a new passphrase shorter than 8 characters'
-complete -c cryptfs -n '_shtab_cryptfs_using passwd' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using passwd' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using passwd' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using passwd' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using passwd' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using passwd; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
@@ -107,13 +111,15 @@ complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 
 complete -c cryptfs -n '_shtab_cryptfs_using ls' -s h -l help -d 'show this help message and exit'
 complete -c cryptfs -n '_shtab_cryptfs_using ls' -s l -l long -d 'mode, size, time, name'
 complete -c cryptfs -n '_shtab_cryptfs_using ls' -s R -l recursive -d recursive
-complete -c cryptfs -n '_shtab_cryptfs_using ls' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using ls' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using ls' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using ls' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using ls' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using ls; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
 complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a cat -d 'write a file of the vault to stdout without mounting'
 complete -c cryptfs -n '_shtab_cryptfs_using cat' -s h -l help -d 'show this help message and exit'
-complete -c cryptfs -n '_shtab_cryptfs_using cat' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using cat' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using cat' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using cat' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using cat' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using cat; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
@@ -121,7 +127,8 @@ complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -s h -l help -d 'show this help message and exit'
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -l remote -x -d REMOTE:PATH
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -l rclone-config -xka "(__fish_complete_path (commandline -ct))" -d FILE
-complete -c cryptfs -n '_shtab_cryptfs_using sync' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using sync' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using sync' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using sync; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
@@ -129,7 +136,8 @@ complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 
 complete -c cryptfs -n '_shtab_cryptfs_using pull' -s h -l help -d 'show this help message and exit'
 complete -c cryptfs -n '_shtab_cryptfs_using pull' -l remote -x -d REMOTE:PATH
 complete -c cryptfs -n '_shtab_cryptfs_using pull' -l rclone-config -xka "(__fish_complete_path (commandline -ct))" -d FILE
-complete -c cryptfs -n '_shtab_cryptfs_using pull' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using pull' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using pull' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using pull' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using pull' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using pull; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
@@ -138,7 +146,8 @@ complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -s h -l help -d 'show
 complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -l remote -x -d REMOTE:PATH
 complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -l rclone-config -xka "(__fish_complete_path (commandline -ct))" -d FILE
 complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -l json -d json
-complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using audit-remote; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
@@ -151,28 +160,50 @@ complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 
 complete -c cryptfs -n '_shtab_cryptfs_using clone' -s h -l help -d 'show this help message and exit'
 complete -c cryptfs -n '_shtab_cryptfs_using clone' -l config-file -xka "(__fish_complete_path (commandline -ct))" -d 'the vault'"'"'s cryptfs.conf, if it was kept off the remote'
 complete -c cryptfs -n '_shtab_cryptfs_using clone' -l rclone-config -xka "(__fish_complete_path (commandline -ct))" -d FILE
+complete -c cryptfs -n '_shtab_cryptfs_using clone' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using clone' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
+complete -c cryptfs -n '_shtab_cryptfs_using clone' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
+complete -c cryptfs -n '_shtab_cryptfs_using clone' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using clone; and test $_shtab_cryptfs_npos -eq 1' -ka "(__fish_complete_directories)" -d backing
 complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a status -d 'remote, last sync, pending changes, last error'
 complete -c cryptfs -n '_shtab_cryptfs_using status' -s h -l help -d 'show this help message and exit'
+complete -c cryptfs -n '_shtab_cryptfs_using status' -l names -d 'also list the plaintext paths not uploaded yet (asks for the passphrase)'
+complete -c cryptfs -n '_shtab_cryptfs_using status' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using status' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
+complete -c cryptfs -n '_shtab_cryptfs_using status' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
+complete -c cryptfs -n '_shtab_cryptfs_using status' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using status; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
+complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a recover -d 'put back a lost or replaced cryptfs.conf: from this device'"'"'s saved copy or the remote'"'"'s (with the passphrase or the recovery key), else rebuilt around the recovery key with a new passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using recover' -s h -l help -d 'show this help message and exit'
+complete -c cryptfs -n '_shtab_cryptfs_using recover' -l remote -x -d 'where to look for the config (default: the vault'"'"'s remote)'
+complete -c cryptfs -n '_shtab_cryptfs_using recover' -l rclone-config -xka "(__fish_complete_path (commandline -ct))" -d FILE
+complete -c cryptfs -n '_shtab_cryptfs_using recover' -l new-passfile -xka "(__fish_complete_path (commandline -ct))" -d 'new passphrase from FILE (else $CRYPTFS_NEW_PASSWORD, else a prompt)'
+complete -c cryptfs -n '_shtab_cryptfs_using recover' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using recover' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
+complete -c cryptfs -n '_shtab_cryptfs_using recover' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
+complete -c cryptfs -n '_shtab_cryptfs_using recover' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
+complete -c cryptfs -n '_shtab_cryptfs_using recover; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
 complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a fsck -d 'check every name, directory, back-reference, symlink, block and attribute (offline)'
 complete -c cryptfs -n '_shtab_cryptfs_using fsck' -s h -l help -d 'show this help message and exit'
 complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l json -d 'machine-readable report on stdout'
 complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l quarantine -xka "(__fish_complete_directories)" -d 'move unreadable backing entries into DIR (outside the vault)'
 complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l repair -d 'fix the structure: reattach orphaned directories (where their back-reference says, else under /lost+found), rewrite stale back-references, remove leftovers'
-complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using fsck; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
 complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a encrypt-name -d 'backing path of a plaintext path'
 complete -c cryptfs -n '_shtab_cryptfs_using encrypt-name' -s h -l help -d 'show this help message and exit'
-complete -c cryptfs -n '_shtab_cryptfs_using encrypt-name' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using encrypt-name' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using encrypt-name' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using encrypt-name' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using encrypt-name' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using encrypt-name; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
 complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a decrypt-name -d 'plaintext path of a backing path (write '"'"'./NAME'"'"' or put '"'"'--'"'"' before a name that starts with '"'"'-'"'"')'
 complete -c cryptfs -n '_shtab_cryptfs_using decrypt-name' -s h -l help -d 'show this help message and exit'
-complete -c cryptfs -n '_shtab_cryptfs_using decrypt-name' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase'
+complete -c cryptfs -n '_shtab_cryptfs_using decrypt-name' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using decrypt-name' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using decrypt-name' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using decrypt-name' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using decrypt-name; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing

@@ -132,7 +132,11 @@ def test_sync_clone_and_audit(tmp_path: Path, remote) -> None:
     assert out.startswith("sync: ok") and "transfers=" in out
     assert tree(store) == tree(vault)
     status = cryptfs_cmd("status", str(vault), check=True).stdout.decode()
-    assert spec in status and "last error:      none" in status
+    from cryptfs.sync import redact
+
+    assert redact(spec) in status and "last error:      none" in status
+    if "pass=" in spec:  # inline credentials are never shown
+        assert spec not in status and spec not in out and "pass=***" in out
     clone = tmp_path / "clone"
     proc = cryptfs_cmd("clone", spec, str(clone))
     assert proc.returncode == 0, proc.stderr
@@ -357,7 +361,8 @@ def test_mounted_autosync_outage_and_unmount_flush(tmp_path: Path, servers) -> N
 
 
 @needs_fuse
-def test_unmount_reports_what_could_not_be_uploaded(tmp_path: Path, servers) -> None:
+def test_unmount_reports_what_could_not_be_uploaded(tmp_path: Path, servers,
+                                                     isolated_settings) -> None:
     store = tmp_path / "cloud"
     store.mkdir()
     server = servers("webdav", store)
@@ -375,7 +380,15 @@ def test_unmount_reports_what_could_not_be_uploaded(tmp_path: Path, servers) -> 
     finally:
         proc = cryptfs_cmd("unmount", str(mnt))
     assert proc.returncode == 16, proc.stderr
-    assert b"unsent.txt" in proc.stderr and b"next sync" in proc.stderr
+    assert b"1 change(s)" in proc.stderr and b"next sync" in proc.stderr
+    # nothing plaintext outside the mount: not in the message, the settings or the log
+    assert b"unsent" not in proc.stderr
+    for f in (isolated_settings / "config").rglob("*"):
+        if f.is_file():
+            assert b"unsent" not in f.read_bytes(), f
+    assert b"unsent" not in (tmp_path / "log").read_bytes()
+    names = cryptfs_cmd("status", str(vault), "--names", check=True).stdout
+    assert b"not uploaded: /unsent.txt" in names
     server.start()
     assert cryptfs_cmd("sync", str(vault)).returncode == 0
     assert cryptfs_cmd("audit-remote", str(vault), "--remote", server.remote).returncode == 0

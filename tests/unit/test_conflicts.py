@@ -104,8 +104,9 @@ def test_name_conflict_copy_gives_it_an_encrypted_name(vol: Volume) -> None:
     vol.write_file("/report.pdf", b"theirs")
     copy = _copy(vol, "/report.pdf", ".cryptfsconflict1")
     rel = str(copy.relative_to(vol.backing))
-    shown = vol.name_conflict_copy(rel, "laptop", "2026-11-27")
+    shown, new_rel = vol.name_conflict_copy(rel, "laptop", "2026-11-27")
     assert shown == b"report (conflict 2026-11-27 laptop).pdf"
+    assert os.path.isfile(os.path.join(vol.backing, new_rel))
     assert not copy.exists()
     entries = [n for n in os.listdir(copy.parent) if n != layout.BACKREF_NAME]
     assert all(layout.parse(n) is not None for n in entries), entries

@@ -231,10 +231,12 @@ def test_random_mutations_are_all_detected(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~4 minutes on 2 cores
 def test_random_mutations_heavy(tmp_path: Path) -> None:
     seed = int(os.environ.get("CRYPTFS_FUZZ_SEED", "98765"))
     stats = run_mutations(tmp_path, 50000, seed)
     print(f"tamper fuzz seed={seed}: {sorted(stats.items())}")
+    assert sum(stats.values()) == 50000
 
 
 @pytest.mark.parametrize("kind", ["dir-entry", "backref", "sidecar", "symlink", "node",
