@@ -38,6 +38,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``tests.posix`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from tests.posix.probes import PROBES, run_probes
 from tests.posix.tap import FileResult, parse_tap, ranges
 from tests.posix.targets import Target, TargetError, make_target
 
@@ -54,6 +55,7 @@ class Run:
         self.description = description
         self.counts = counts  # a --target (decides the exit status), not a --compare
         self.results: list[FileResult] = []
+        self.probes: dict[str, list[str]] = {}
         self.seconds = 0.0
         self.error: str | None = None
 
@@ -74,7 +76,7 @@ class Run:
         return sum(1 for r in self.results if r.not_ok)
 
     def failed(self) -> bool:
-        return self.error is not None or self.not_ok > 0
+        return self.error is not None or self.not_ok > 0 or any(self.probes.values())
 
 
 class FileRunner:
@@ -172,8 +174,8 @@ def discover(tests_dir: Path, only: list[str]) -> list[str]:
 
 
 def run_target(target: Target, run: Run, tests_dir: Path, names: list[str], timeout: float,
-               jobs: int, out_dir: Path | None, verbose: bool) -> None:
-    """Mount ``target``, run every file on it, unmount; fill ``run``."""
+               jobs: int, out_dir: Path | None, verbose: bool, probes: bool) -> None:
+    """Mount ``target``, run every file (and the probes) on it, unmount; fill ``run``."""
     started = time.monotonic()
     target_out = None
     if out_dir is not None:
@@ -196,6 +198,11 @@ def run_target(target: Target, run: Run, tests_dir: Path, names: list[str], time
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
             run.results = [results[i] for i in range(len(names))]
+            if probes and not runner.hung.is_set():
+                run.probes = run_probes(root, timeout)
+                bad = sum(1 for v in run.probes.values() if v)
+                print(f"[{run.label}] probes: {bad} of {len(run.probes)} show a problem",
+                      file=sys.stderr, flush=True)
             if target_out is not None and getattr(target, "log", None):
                 shutil.copyfile(target.log, target_out / "daemon.log")
     except TargetError as exc:
@@ -257,12 +264,28 @@ def table_rows(runs: list[Run], failed_only: bool) -> tuple[list[str], list[list
     return header, rows
 
 
-def format_text(header: list[str], rows: list[list[str]]) -> str:
+def probe_rows(runs: list[Run]) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, one row per probe (ok / FAIL per run), and the detail lines of the failures."""
+    header = ["class", "probe", *[r.label for r in runs], "issue 11 class"]
+    rows, details = [], []
+    for name, (klass, fn) in PROBES.items():
+        cells = []
+        for run in runs:
+            problems = run.probes.get(name)
+            cells.append("-" if problems is None else ("FAIL" if problems else "ok"))
+            if problems:
+                details.append(f"{run.label} {name}: {'; '.join(problems)}")
+        rows.append([klass, name, *cells, (fn.__doc__ or "").split(":", 1)[-1].strip()])
+    return header, rows, details
+
+
+def format_text(header: list[str], rows: list[list[str]], left: int = 1) -> str:
+    """Aligned columns: the first ``left`` flush left, the others right, the last free."""
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
     lines = []
     for row in [header, *rows]:
-        cells = [row[0].ljust(widths[0])]
-        cells += [c.rjust(w) for c, w in zip(row[1:-1], widths[1:])]
+        cells = [c.ljust(w) for c, w in zip(row[:left], widths[:left])]
+        cells += [c.rjust(w) for c, w in zip(row[left:-1], widths[left:])]
         lines.append("  ".join([*cells, row[-1]]).rstrip())
     return "\n".join(lines)
 
@@ -290,7 +313,7 @@ def to_json(runs: list[Run], meta: dict) -> dict:
     return {"meta": meta, "runs": [{
         "label": r.label, "description": r.description, "counts": r.counts,
         "seconds": round(r.seconds, 1), "error": r.error, "assertions": r.assertions,
-        "not_ok": r.not_ok, "todo": r.todo,
+        "not_ok": r.not_ok, "todo": r.todo, "probes": r.probes,
         "files": [{"name": f.name, "assertions": f.assertions, "not_ok": f.not_ok,
                    "failures": [{"number": x.number, "message": x.message}
                                 for x in f.failures],
@@ -344,6 +367,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="extra argument for cryptfs mount (e.g. --cryptfs-arg=--writeback)")
     p.add_argument("--tmp", default=None, help="where to make vaults and mount points "
                    "(default: the system temp dir)")
+    p.add_argument("--backing", default=None, metavar="DIR",
+                   help="make the cryptfs/gocryptfs backing directory in DIR (e.g. on sshfs, "
+                   "NFS, exFAT; default: the temp dir)")
+    p.add_argument("--probes", action="store_true",
+                   help="also run the probes of tests/posix/probes.py (issue 11 classes that "
+                   "pjdfstest does not see)")
+    p.add_argument("--probes-only", action="store_true",
+                   help="run the probes and no pjdfstest file (needs no pjdfstest)")
     p.add_argument("--failed-only", action="store_true", help="table rows with failures only")
     p.add_argument("--out", type=Path, help="keep raw TAP output and daemon logs here")
     p.add_argument("--json", type=Path, help="write all results (with messages) as JSON")
@@ -366,7 +397,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.pjdfstest is None:
+    args.probes = args.probes or args.probes_only
+    if args.pjdfstest is None and not args.probes_only:
         print("error: give --pjdfstest DIR (or set PJDFSTEST)", file=sys.stderr)
         return 2
     if os.geteuid() != 0:
@@ -374,14 +406,17 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     try:
-        _binary, tests_dir = find_pjdfstest(args.pjdfstest)
-        names = discover(tests_dir, args.only)
-        if not names:
-            raise TargetError(f"no test file matches {args.only}")
+        if args.probes_only:
+            tests_dir, names = Path("."), []
+        else:
+            _binary, tests_dir = find_pjdfstest(args.pjdfstest)
+            names = discover(tests_dir, args.only)
+            if not names:
+                raise TargetError(f"no test file matches {args.only}")
         cryptfs = [args.cryptfs] if args.cryptfs else default_cryptfs()
         specs = [(s, True) for s in (args.target or ["cryptfs"])]
         specs += [(s, False) for s in args.compare]
-        targets = [(make_target(s, cryptfs, args.cryptfs_arg, args.tmp), counts)
+        targets = [(make_target(s, cryptfs, args.cryptfs_arg, args.tmp, args.backing), counts)
                    for s, counts in specs]
     except TargetError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -393,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         run = Run(_unique_label(target.label, taken), target.describe(), counts)
         runs.append(run)
         run_target(target, run, tests_dir, names, args.timeout, max(1, args.jobs),
-                   args.out, args.verbose)
-    meta = {"pjdfstest": _git_rev(tests_dir), "files": len(names),
+                   args.out, args.verbose, args.probes)
+    meta = {"pjdfstest": _git_rev(tests_dir) if names else "-", "files": len(names),
             "cryptfs_commit": _git_rev(Path(__file__).resolve().parent),
             "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M"),
             "jobs": args.jobs, "timeout": args.timeout}
@@ -404,9 +439,18 @@ def main(argv: list[str] | None = None) -> int:
         role = "target" if run.counts else "compare"
         extra = f" - ERROR: {run.error}" if run.error else ""
         print(f"  {run.label} ({role}): {run.description}{extra}")
-    print(format_text(header, rows))
+    if names:
+        print(format_text(header, rows))
+    markdown = format_markdown(header, rows) if names else ""
+    if args.probes:
+        pheader, prows, details = probe_rows(runs)
+        print()
+        print(format_text(pheader, prows, left=2))
+        print("\n".join(details))
+        markdown += "\n\n" + format_markdown(pheader, prows)
+        markdown += "\n\n" + "\n".join(f"- {line}" for line in details)
     if args.markdown:
-        args.markdown.write_text(format_markdown(header, rows) + "\n")
+        args.markdown.write_text(markdown.strip() + "\n")
     if args.json:
         args.json.write_text(json.dumps(to_json(runs, meta), indent=1) + "\n")
     return 1 if any(r.failed() for r in runs if r.counts) else 0

@@ -132,11 +132,36 @@ class Target:
 class DaemonTarget(Target):
     """A FUSE filesystem served by a foreground daemon this object starts and stops."""
 
-    def __init__(self, tmp_parent: str | None = None) -> None:
+    def __init__(self, tmp_parent: str | None = None,
+                 backing_parent: str | None = None) -> None:
         super().__init__(tmp_parent)
+        self.backing_parent = backing_parent
+        self.backing: Path | None = None
         self.proc: subprocess.Popen | None = None
         self.mnt: Path | None = None
         self._logfh = None
+
+    def _make_backing(self) -> Path:
+        """The (empty) backing directory: in the temp dir, or fresh under ``--backing``."""
+        assert self.tmp is not None
+        if self.backing_parent is None:
+            self.backing = self.tmp / "backing"
+            self.backing.mkdir()
+        else:
+            self.backing = Path(tempfile.mkdtemp(prefix="posix-backing-",
+                                                 dir=self.backing_parent))
+        return self.backing
+
+    def backing_note(self) -> str:
+        if self.backing_parent is None:
+            return ""
+        return f", backing on {fs_type(Path(self.backing_parent))} ({self.backing_parent})"
+
+    def _cleanup_tmp(self, mnt: Path | None) -> None:
+        if self.backing_parent is not None and self.backing is not None:
+            if mnt is None or not is_mounted(mnt):
+                shutil.rmtree(self.backing, ignore_errors=True)
+        super()._cleanup_tmp(mnt)
 
     def env(self) -> dict[str, str]:
         return dict(os.environ)
@@ -196,14 +221,14 @@ class CryptfsTarget(DaemonTarget):
     label = "cryptfs"
 
     def __init__(self, cryptfs: list[str], extra: list[str] | None = None,
-                 tmp_parent: str | None = None) -> None:
-        super().__init__(tmp_parent)
+                 tmp_parent: str | None = None, backing_parent: str | None = None) -> None:
+        super().__init__(tmp_parent, backing_parent)
         self.cryptfs = cryptfs
         self.extra = extra or []
 
     def describe(self) -> str:
         opts = " ".join(["-o allow_other", *self.extra])
-        return f"cryptfs mount -f {opts}"
+        return f"cryptfs mount -f {opts}{self.backing_note()}"
 
     def env(self) -> dict[str, str]:
         assert self.tmp is not None
@@ -213,8 +238,9 @@ class CryptfsTarget(DaemonTarget):
 
     def __enter__(self) -> Path:
         tmp = self._make_tmp("cryptfs-posix-")
-        backing, mnt = tmp / "vault", tmp / "mnt"
+        mnt = tmp / "mnt"
         mnt.mkdir()
+        backing = self._make_backing()
         proc = _run([*self.cryptfs, "init", "--quiet", str(backing)], env=self.env())
         if proc.returncode != 0:
             self._cleanup_tmp(None)
@@ -241,15 +267,15 @@ class GocryptfsTarget(DaemonTarget):
 
     def describe(self) -> str:
         version = _run(["gocryptfs", "-version"]).stdout.decode().split(";")[0].strip()
-        return f"{version} -fg -allow_other"
+        return f"{version} -fg -allow_other{self.backing_note()}"
 
     def __enter__(self) -> Path:
         if shutil.which("gocryptfs") is None:
             raise TargetError("gocryptfs is not installed (apt-get install gocryptfs)")
         tmp = self._make_tmp("gocryptfs-posix-")
-        cipher, mnt, passfile = tmp / "cipher", tmp / "mnt", tmp / "passfile"
-        cipher.mkdir()
+        mnt, passfile = tmp / "mnt", tmp / "passfile"
         mnt.mkdir()
+        cipher = self._make_backing()
         passfile.write_text(PASSWORD + "\n")
         passfile.chmod(0o600)
         proc = _run(["gocryptfs", "-init", "-q", "-scryptn", "10", "-passfile", str(passfile),
@@ -313,12 +339,16 @@ class DirTarget(Target):
 
 
 def make_target(spec: str, cryptfs: list[str], cryptfs_args: list[str],
-                tmp_parent: str | None) -> Target:
-    """``cryptfs``, ``gocryptfs``, ``tmpfs``, or a directory path (``./x`` for a dir named x)."""
+                tmp_parent: str | None, backing_parent: str | None = None) -> Target:
+    """``cryptfs``, ``gocryptfs``, ``tmpfs``, or a directory path (``./x`` for a dir named x).
+
+    ``backing_parent``: where cryptfs/gocryptfs keep their backing directory (e.g. an
+    sshfs or NFS mount), default the temp dir next to the mount point.
+    """
     if spec == "cryptfs":
-        return CryptfsTarget(cryptfs, cryptfs_args, tmp_parent)
+        return CryptfsTarget(cryptfs, cryptfs_args, tmp_parent, backing_parent)
     if spec == "gocryptfs":
-        return GocryptfsTarget(tmp_parent)
+        return GocryptfsTarget(tmp_parent, backing_parent)
     if spec == "tmpfs":
         return TmpfsTarget(tmp_parent)
     return DirTarget(spec)
