@@ -39,7 +39,7 @@ if __package__ in (None, ""):  # run as a script: make ``tests.posix`` importabl
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from tests.posix.probes import PROBES, run_probes
-from tests.posix.tap import FileResult, parse_tap, ranges
+from tests.posix.tap import Failure, FileResult, parse_tap, ranges
 from tests.posix.targets import Target, TargetError, make_target
 
 DEFAULT_TIMEOUT = 300.0  # seconds per test file; the slowest take ~20 s on a FUSE mount
@@ -232,7 +232,8 @@ def table_rows(runs: list[Run], failed_only: bool) -> tuple[list[str], list[list
     by_run = [{res.name: res for res in r.results} for r in runs]
     for name in names:
         cells, failed = [], []
-        base = next((m[name].assertions for m in by_run if name in m), 0)
+        judged = [m[name] for m in by_run if name in m and not m[name].error]
+        base = (judged or [FileResult(name)])[0].assertions
         for run, results in zip(runs, by_run):
             res = results.get(name)
             if res is None:
@@ -379,6 +380,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="keep raw TAP output and daemon logs here")
     p.add_argument("--json", type=Path, help="write all results (with messages) as JSON")
     p.add_argument("--markdown", type=Path, help="write the table as Markdown")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help="run nothing: print the tables of a file written by --json")
     p.add_argument("-v", "--verbose", action="store_true", help="print every not ok line")
     return p.parse_args(argv)
 
@@ -395,8 +398,53 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # unwind: every target unmounts and cleans up
 
 
+def from_json(data: dict) -> list[Run]:
+    """The runs of a file written by ``--json`` (to re-render its tables)."""
+    runs = []
+    for r in data["runs"]:
+        run = Run(r["label"], r["description"], r["counts"])
+        run.seconds, run.error, run.probes = r["seconds"], r["error"], r.get("probes") or {}
+        for f in r["files"]:
+            res = FileResult(f["name"], f["assertions"], todo=f["todo"], error=f["error"],
+                             cleanup=f.get("cleanup"), seconds=f["seconds"])
+            res.failures = [Failure(x["number"], x["message"]) for x in f["failures"]]
+            run.results.append(res)
+        runs.append(run)
+    return runs
+
+
+def report(runs: list[Run], meta: dict, args: argparse.Namespace) -> int:
+    """Print the tables, write --markdown/--json; the exit status."""
+    header, rows = table_rows(runs, args.failed_only)
+    print(f"pjdfstest {meta['pjdfstest']} ({meta['files']} files), kernel {meta['kernel']}, "
+          f"{meta['date']}")
+    for run in runs:
+        role = "target" if run.counts else "compare"
+        extra = f" - ERROR: {run.error}" if run.error else ""
+        print(f"  {run.label} ({role}): {run.description}{extra}")
+    markdown = ""
+    if meta["files"]:
+        print(format_text(header, rows))
+        markdown = format_markdown(header, rows)
+    if any(run.probes for run in runs):
+        pheader, prows, details = probe_rows(runs)
+        print()
+        print(format_text(pheader, prows, left=2))
+        print("\n".join(details))
+        markdown += "\n\n" + format_markdown(pheader, prows)
+        markdown += "\n\n" + "\n".join(f"- {line}" for line in details)
+    if args.markdown:
+        args.markdown.write_text(markdown.strip() + "\n")
+    if args.json and not args.render:
+        args.json.write_text(json.dumps(to_json(runs, meta), indent=1) + "\n")
+    return 1 if any(r.failed() for r in runs if r.counts) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.render:
+        data = json.loads(args.render.read_text())
+        return report(from_json(data), data["meta"], args)
     args.probes = args.probes or args.probes_only
     if args.pjdfstest is None and not args.probes_only:
         print("error: give --pjdfstest DIR (or set PJDFSTEST)", file=sys.stderr)
@@ -433,27 +481,7 @@ def main(argv: list[str] | None = None) -> int:
             "cryptfs_commit": _git_rev(Path(__file__).resolve().parent),
             "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M"),
             "jobs": args.jobs, "timeout": args.timeout}
-    header, rows = table_rows(runs, args.failed_only)
-    print(f"pjdfstest {meta['pjdfstest']} ({len(names)} files), kernel {meta['kernel']}")
-    for run in runs:
-        role = "target" if run.counts else "compare"
-        extra = f" - ERROR: {run.error}" if run.error else ""
-        print(f"  {run.label} ({role}): {run.description}{extra}")
-    if names:
-        print(format_text(header, rows))
-    markdown = format_markdown(header, rows) if names else ""
-    if args.probes:
-        pheader, prows, details = probe_rows(runs)
-        print()
-        print(format_text(pheader, prows, left=2))
-        print("\n".join(details))
-        markdown += "\n\n" + format_markdown(pheader, prows)
-        markdown += "\n\n" + "\n".join(f"- {line}" for line in details)
-    if args.markdown:
-        args.markdown.write_text(markdown.strip() + "\n")
-    if args.json:
-        args.json.write_text(json.dumps(to_json(runs, meta), indent=1) + "\n")
-    return 1 if any(r.failed() for r in runs if r.counts) else 0
+    return report(runs, meta, args)
 
 
 if __name__ == "__main__":
