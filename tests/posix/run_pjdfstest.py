@@ -291,12 +291,12 @@ def format_text(header: list[str], rows: list[list[str]], left: int = 1) -> str:
     return "\n".join(lines)
 
 
-def format_markdown(header: list[str], rows: list[list[str]]) -> str:
+def format_markdown(header: list[str], rows: list[list[str]], left: int = 1) -> str:
     def esc(cell: str) -> str:
         return cell.replace("|", "\\|")
 
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join(["---"] + ["---:"] * (len(header) - 2) + ["---"]) + "|"]
+    align = ["---"] * left + ["---:"] * (len(header) - 1 - left) + ["---"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -431,7 +431,7 @@ def report(runs: list[Run], meta: dict, args: argparse.Namespace) -> int:
         print()
         print(format_text(pheader, prows, left=2))
         print("\n".join(details))
-        markdown += "\n\n" + format_markdown(pheader, prows)
+        markdown += "\n\n" + format_markdown(pheader, prows, left=2)
         markdown += "\n\n" + "\n".join(f"- {line}" for line in details)
     if args.markdown:
         args.markdown.write_text(markdown.strip() + "\n")
