@@ -142,7 +142,7 @@ class FileRunner:
                                   capture_output=True, timeout=self.timeout, check=False)
         except subprocess.TimeoutExpired:
             self.hung.set()
-            result.error = (result.error or "") + " cleanup hung"
+            result.error = "; ".join(filter(None, [result.error, "cleanup hung"]))
             return
         if proc.returncode != 0:
             msg = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -194,10 +194,14 @@ def run_target(target: Target, run: Run, tests_dir: Path, names: list[str], time
                     _progress(run.label, done, len(names), res, verbose)
             except BaseException:
                 runner.kill_all()  # before the pool waits for its threads
+                if runner.hung.is_set():
+                    target.abort()
                 raise
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
             run.results = [results[i] for i in range(len(names))]
+            if runner.hung.is_set():
+                target.abort()  # frees the stuck processes; then unmount as usual
             if probes and not runner.hung.is_set():
                 run.probes = run_probes(root, timeout)
                 bad = sum(1 for v in run.probes.values() if v)
@@ -472,11 +476,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     taken: set[str] = set()
     runs = []
-    for target, counts in targets:
-        run = Run(_unique_label(target.label, taken), target.describe(), counts)
-        runs.append(run)
-        run_target(target, run, tests_dir, names, args.timeout, max(1, args.jobs),
-                   args.out, args.verbose, args.probes)
+    try:
+        for target, counts in targets:
+            run = Run(_unique_label(target.label, taken), target.describe(), counts)
+            runs.append(run)
+            run_target(target, run, tests_dir, names, args.timeout, max(1, args.jobs),
+                       args.out, args.verbose, args.probes)
+    except KeyboardInterrupt:
+        print("interrupted (mounts undone, temp dirs removed)", file=sys.stderr)
+        return 130
     meta = {"pjdfstest": _git_rev(tests_dir) if names else "-", "files": len(names),
             "cryptfs_commit": _git_rev(Path(__file__).resolve().parent),
             "kernel": platform.release(), "date": time.strftime("%Y-%m-%d %H:%M"),

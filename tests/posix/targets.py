@@ -41,8 +41,17 @@ def mountinfo() -> list[tuple[str, str, str]]:
     return out
 
 
+def _mount_key(path: Path) -> str:
+    """``path`` as /proc/self/mountinfo spells it, without touching ``path`` itself.
+
+    Only the parent is resolved: a stat of a mount point whose daemon is stuck would hang.
+    """
+    parent, name = os.path.split(os.path.abspath(path))
+    return os.path.join(os.path.realpath(parent), name)
+
+
 def is_mounted(path: Path) -> bool:
-    target = os.path.realpath(path)
+    target = _mount_key(path)
     return any(point == target for point, _, _ in mountinfo())
 
 
@@ -67,7 +76,7 @@ def _run(cmd: list[str], env: dict[str, str] | None = None,
 
 def _abort_fuse(path: Path) -> None:
     """Abort the FUSE connection of the mount at ``path`` (unblocks a stuck daemon)."""
-    real = os.path.realpath(path)
+    real = _mount_key(path)
     for point, fstype, dev in mountinfo():
         if point == real and fstype.startswith("fuse"):
             minor = dev.split(":")[1]
@@ -121,6 +130,9 @@ class Target:
 
     def describe(self) -> str:
         return self.label
+
+    def abort(self) -> None:
+        """The filesystem hangs: make every pending request fail (FUSE targets only)."""
 
     def __enter__(self) -> Path:
         raise NotImplementedError
@@ -184,6 +196,10 @@ class DaemonTarget(Target):
         log = self.log.read_text(errors="replace")[-2000:]
         self._stop()
         raise TargetError(f"{self.label} mount did not come up ({' '.join(cmd)}):\n{log}")
+
+    def abort(self) -> None:
+        if self.mnt is not None:
+            _abort_fuse(self.mnt)
 
     def _unmount(self) -> None:
         """The filesystem's own unmount command; the base class uses fusermount."""
