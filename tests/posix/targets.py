@@ -101,7 +101,18 @@ def force_unmount(path: Path) -> None:
             _abort_fuse(path)
     if is_mounted(path):
         _abort_fuse(path)
-        _run(["umount", "-l", str(path)], timeout=20)
+        try:
+            _run(["umount", "-l", str(path)], timeout=20)
+        except TargetError as exc:
+            print(f"warning: {exc}; {path} stays mounted")
+
+
+def _remove_tree(path: Path) -> None:
+    """``rm -rf --one-file-system`` in a child: never into a mount, never hanging us."""
+    try:
+        _run(["rm", "-rf", "--one-file-system", str(path)], timeout=300)
+    except TargetError as exc:
+        print(f"warning: {exc}; {path} not removed")
 
 
 class Target:
@@ -125,7 +136,7 @@ class Target:
         if mnt is not None and is_mounted(mnt):
             print(f"warning: {mnt} is still mounted; left {self.tmp} in place")
             return
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        _remove_tree(self.tmp)
         self.tmp = None
 
     def describe(self) -> str:
@@ -172,7 +183,7 @@ class DaemonTarget(Target):
     def _cleanup_tmp(self, mnt: Path | None) -> None:
         if self.backing_parent is not None and self.backing is not None:
             if mnt is None or not is_mounted(mnt):
-                shutil.rmtree(self.backing, ignore_errors=True)
+                _remove_tree(self.backing)
         super()._cleanup_tmp(mnt)
 
     def env(self) -> dict[str, str]:
@@ -217,7 +228,10 @@ class DaemonTarget(Target):
             try:
                 self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)  # the group this object started
+                except ProcessLookupError:
+                    pass
                 self.proc.wait(timeout=10)
             self.proc = None
         if self._logfh is not None:
