@@ -200,6 +200,7 @@ def run_target(target: Target, run: Run, tests_dir: Path, names: list[str], time
             finally:
                 pool.shutdown(wait=True, cancel_futures=True)
             run.results = [results[i] for i in range(len(names))]
+            run.error = target.died()
             if runner.hung.is_set():
                 target.abort()  # frees the stuck processes; then unmount as usual
             if probes and not runner.hung.is_set():
@@ -207,6 +208,7 @@ def run_target(target: Target, run: Run, tests_dir: Path, names: list[str], time
                 bad = sum(1 for v in run.probes.values() if v)
                 print(f"[{run.label}] probes: {bad} of {len(run.probes)} show a problem",
                       file=sys.stderr, flush=True)
+            run.error = run.error or target.died()
             if target_out is not None and getattr(target, "log", None):
                 shutil.copyfile(target.log, target_out / "daemon.log")
     except TargetError as exc:

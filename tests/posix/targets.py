@@ -145,6 +145,10 @@ class Target:
     def abort(self) -> None:
         """The filesystem hangs: make every pending request fail (FUSE targets only)."""
 
+    def died(self) -> str | None:
+        """Why the filesystem's daemon is gone, if it had one and it exited."""
+        return None
+
     def __enter__(self) -> Path:
         raise NotImplementedError
 
@@ -211,6 +215,11 @@ class DaemonTarget(Target):
     def abort(self) -> None:
         if self.mnt is not None:
             _abort_fuse(self.mnt)
+
+    def died(self) -> str | None:
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return f"the {self.label} daemon exited (status {self.proc.returncode}) during the run"
 
     def _unmount(self) -> None:
         """The filesystem's own unmount command; the base class uses fusermount."""
