@@ -12,7 +12,7 @@ USER_VENV ?= $(XDG_DATA_HOME)/cryptfs/venv
 USER_BIN  ?= $(HOME)/.local/bin
 PIP_FLAGS ?=
 
-.PHONY: install system-deps demo test test-heavy lint bench clean install-user docs
+.PHONY: install system-deps demo test test-heavy test-posix lint bench clean install-user docs
 
 install: system-deps $(BIN)/cryptfs
 
@@ -39,6 +39,23 @@ test: install
 
 test-heavy: install
 	$(BIN)/python -m pytest -q -m slow
+
+# pjdfstest (https://github.com/pjd/pjdfstest, cloned by you into DIR, never committed) against
+# a fresh mount, as root, with -o allow_other; built in DIR when needed. More options
+# (--compare gocryptfs --compare /tmp --jobs 2 --only 'link/*' ...) go in POSIX_ARGS.
+PJDFSTEST ?=
+POSIX_ARGS ?=
+test-posix: install
+	@if [ -z "$(PJDFSTEST)" ]; then \
+	  echo "usage: make test-posix PJDFSTEST=DIR [POSIX_ARGS='--compare gocryptfs ...']"; \
+	  echo "  DIR: git clone https://github.com/pjd/pjdfstest DIR"; exit 2; fi
+	@if [ ! -x "$(PJDFSTEST)/pjdfstest" ]; then \
+	  missing=""; for p in autoconf automake libtool gcc make; do \
+	    dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	  done; \
+	  if [ -n "$$missing" ]; then $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; fi; \
+	  cd "$(PJDFSTEST)" && autoreconf -ifs && ./configure -q && $(MAKE) pjdfstest; fi
+	$(SUDO) $(BIN)/python -m tests.posix.run_pjdfstest --pjdfstest "$(PJDFSTEST)" $(POSIX_ARGS)
 
 lint: install
 	$(BIN)/ruff check cryptfs tests bench tools
