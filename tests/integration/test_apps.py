@@ -160,3 +160,54 @@ def test_python_shutil_copytree(work: Path, tmp_path: Path) -> None:
     shutil.rmtree(work / "tree")
     assert not (work / "tree").exists()
     assert sys.version_info >= (3, 10)
+
+
+def _xattr_tree(root: Path) -> None:
+    (root / "dir").mkdir()
+    (root / "dir" / "doc.txt").write_text("with attributes")
+    (root / "plain.txt").write_text("without")
+    os.setxattr(root / "dir" / "doc.txt", "user.xdg.origin.url", b"https://example.org/doc")
+    os.setxattr(root / "dir" / "doc.txt", "user.tag", b"\x00binary\xff")
+    os.setxattr(root / "dir", "user.xdg.comment", "a folder comment".encode())
+
+
+def _xattrs(root: Path) -> dict[str, dict[str, bytes]]:
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(dirpath, name)
+            out[str(p.relative_to(root))] = {a: os.getxattr(p, a) for a in sorted(os.listxattr(p))}
+    return out
+
+
+@pytest.mark.parametrize("tool", ["rsync", "cp", "tar"])
+def test_xattrs_survive_copy_tools_both_ways(work: Path, tmp_path: Path, tool: str) -> None:
+    """rsync -aX, cp -a and tar --xattrs keep user attributes into the mount and out."""
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} missing")
+    src = tmp_path / "src"
+    src.mkdir()
+    _xattr_tree(src)
+    expected = _xattrs(src)
+    inside, back = work / "in", tmp_path / "back"
+    if tool == "rsync":
+        run("rsync", "-aX", f"{src}/", str(inside))
+        run("rsync", "-aX", f"{inside}/", str(back))
+    elif tool == "cp":
+        run("cp", "-a", str(src), str(inside))
+        run("cp", "-a", str(inside), str(back))
+    else:
+        archive = tmp_path / "a.tar"
+        run("tar", "--xattrs", "--xattrs-include=user.*", "-cf", str(archive), "-C", str(src),
+            ".")
+        inside.mkdir()
+        run("tar", "--xattrs", "--xattrs-include=user.*", "-xf", str(archive), "-C",
+            str(inside))
+        archive2 = tmp_path / "b.tar"
+        run("tar", "--xattrs", "--xattrs-include=user.*", "-cf", str(archive2), "-C",
+            str(inside), ".")
+        back.mkdir()
+        run("tar", "--xattrs", "--xattrs-include=user.*", "-xf", str(archive2), "-C",
+            str(back))
+    assert _xattrs(inside) == expected
+    assert _xattrs(back) == expected

@@ -444,3 +444,30 @@ def test_writeback_mount_sees_what_a_pull_changed(tmp_path: Path) -> None:
     finally:
         mount_a.stop()
         mount_b.stop()
+
+
+def test_xattrs_travel_with_sync_and_clone(tmp_path: Path) -> None:
+    """Extended attributes live inside the vault's objects: they survive a remount, a
+    sync and a clone on another device, and a change there comes back."""
+    vault, store, clone = tmp_path / "vault", tmp_path / "cloud", tmp_path / "clone"
+    cryptfs_cmd("init", "--quiet", str(vault), "--remote", str(store), check=True)
+    vol = Volume.unlock(str(vault), passphrase=PASSWORD.encode())
+    vol.mkdir_path("/d")
+    vol.write_file("/d/f", b"content")
+    vol.setxattr(vol.resolve("/d/f"), b"user.xdg.origin.url", b"https://example.org/")
+    vol.setxattr(vol.resolve("/d"), b"user.comment", b"folder")
+    vol.close()
+    vol = Volume.unlock(str(vault), passphrase=PASSWORD.encode())  # a remount
+    assert vol.getxattr(vol.resolve("/d/f"), b"user.xdg.origin.url") == b"https://example.org/"
+    cryptfs_cmd("sync", str(vault), check=True)
+    assert cryptfs_cmd("clone", str(store), str(clone)).returncode == 0
+    other = Volume.unlock(str(clone), passphrase=PASSWORD.encode())
+    assert other.getxattr(other.resolve("/d/f"), b"user.xdg.origin.url") == \
+        b"https://example.org/"
+    assert other.getxattr(other.resolve("/d"), b"user.comment") == b"folder"
+    other.setxattr(other.resolve("/d/f"), b"user.tag", b"from the clone")
+    cryptfs_cmd("sync", str(clone), check=True)
+    cryptfs_cmd("sync", str(vault), check=True)
+    vol.clear_caches()
+    assert vol.listxattr(vol.resolve("/d/f")) == [b"user.tag", b"user.xdg.origin.url"]
+    assert vol.getxattr(vol.resolve("/d/f"), b"user.tag") == b"from the clone"
