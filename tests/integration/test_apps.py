@@ -168,7 +168,7 @@ def _xattr_tree(root: Path) -> None:
     (root / "plain.txt").write_text("without")
     os.setxattr(root / "dir" / "doc.txt", "user.xdg.origin.url", b"https://example.org/doc")
     os.setxattr(root / "dir" / "doc.txt", "user.tag", b"\x00binary\xff")
-    os.setxattr(root / "dir", "user.xdg.comment", "a folder comment".encode())
+    os.setxattr(root / "dir", "user.xdg.comment", b"a folder comment")
 
 
 def _xattrs(root: Path) -> dict[str, dict[str, bytes]]:
