@@ -109,16 +109,19 @@ def start_raw(base: Path) -> Target:
 
 
 def start_cryptfs(base: Path, extra: tuple[str, ...] = (), init_extra: tuple[str, ...] = (),
-                  name: str = "cryptfs") -> Target:
+                  name: str = "cryptfs", python: str = PY) -> Target:
     vault, mnt = base / "vault", base / "mnt"
     mnt.mkdir()
     env = dict(os.environ, CRYPTFS_PASSWORD=PASS, CRYPTFS_TESTONLY_WEAK_KDF="1",
                XDG_CONFIG_HOME=str(base / "xdg"))
-    subprocess.run([PY, "-m", "cryptfs", "init", "--quiet", *init_extra, str(vault)], env=env,
-                   check=True, capture_output=True)
+    # cwd "/": "-m cryptfs" must import the build installed in that Python's venv, not a
+    # cryptfs/ folder in the current directory.
+    subprocess.run([python, "-m", "cryptfs", "init", "--quiet", *init_extra, str(vault)],
+                   env=env, check=True, capture_output=True, cwd="/")
     sync = [] if "--sync-interval" in extra else ["--no-sync"]
-    proc = subprocess.Popen([PY, "-m", "cryptfs", "mount", "-f", *sync, *extra,
-                             str(vault), str(mnt)], env=env, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([python, "-m", "cryptfs", "mount", "-f", *sync, *extra,
+                             str(vault), str(mnt)], env=env, stderr=subprocess.DEVNULL,
+                            cwd="/")
     wait_mounted(mnt, proc)
     return Target(name, mnt, proc.pid, proc)
 
@@ -357,7 +360,15 @@ def main() -> int:
     ap.add_argument("--fs", default="raw,py-passthrough,cryptfs,cryptfs-writeback,gocryptfs,"
                                     "securefs,rclone-crypt")
     ap.add_argument("--out", default=str(ROOT / "bench" / "RESULTS.md"))
+    ap.add_argument("--also", action="append", default=[], metavar="NAME=PYTHON",
+                    help="another cryptfs build to run side by side, as NAME, with the "
+                         "Python of its own checkout's venv (e.g. an older commit); add "
+                         "NAME to --fs")
     args = ap.parse_args()
+    for spec in args.also:
+        label, _, python = spec.partition("=")
+        STARTERS[label] = lambda base, py=python, n=label: start_cryptfs(base, name=n,
+                                                                            python=py)
     if os.geteuid() != 0:
         print("note: not root, so caches cannot be dropped: 'cold' numbers are warm")
     names = args.fs.split(",")

@@ -461,8 +461,13 @@ class Volume:
         return mode, rdev
 
     def _count_subdirs(self, node: Node, st: os.stat_result) -> int:
+        """Subdirectories of a directory (its link count is 2 + this). Counted once by
+        listing its storage folder, then kept up to date by our own mkdir/rmdir/rename;
+        ``clear_caches`` (a change behind our back) makes it count again. Not keyed on the
+        folder's mtime: every file created there changes it, and recounting then would
+        make filling a big directory quadratic."""
         cached = self._subdirs.get(node.storage)
-        if cached is not None and cached[0] == st.st_mtime_ns and cached[1] == st.st_ino:
+        if cached is not None and cached[1] == st.st_ino:
             return cached[2]
         count = 0
         try:
@@ -477,16 +482,14 @@ class Volume:
 
     def _set_subdirs(self, storage: str, st: os.stat_result, count: int) -> None:
         if len(self._subdirs) >= _CACHE_LIMIT:
-            self._subdirs.clear()
-        self._subdirs[storage] = (st.st_mtime_ns, st.st_ino, count)
+            self._subdirs = {}
+        self._subdirs[storage] = (0, st.st_ino, count)
 
     def _adjust_subdirs(self, storage: str, delta: int) -> None:
         """Keep the subdirectory count of ``storage`` right after our own mkdir/rmdir."""
-        cached = self._subdirs.pop(storage, None)
-        if cached is None:
-            return
-        with contextlib.suppress(OSError):
-            self._set_subdirs(storage, self.store.lstat(storage), cached[2] + delta)
+        cached = self._subdirs.get(storage)
+        if cached is not None:
+            self._subdirs[storage] = (0, cached[1], max(0, cached[2] + delta))
 
     def getattr(self, ino: int, fh: int | None = None) -> Attr:
         node = self._node(ino)

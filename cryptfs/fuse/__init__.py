@@ -49,8 +49,9 @@ def serve(volume: Volume, mountpoint: str, *, fsname: str, subtype: str,
         volume.on_mutation = autosync.notify
     pyfuse3.init(ops, mountpoint, mount_options(fsname, subtype, read_only, extra or {}))
     previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        previous[sig] = signal.signal(sig, lambda *_: pyfuse3.terminate())
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: pyfuse3.terminate())
     try:
         loop.run(pyfuse3)
     finally:
