@@ -144,8 +144,11 @@ class Volume:
         self._aliases: dict[tuple[str, bytes], str] = {}
         self._storage_paths: dict[str, str] = {}  # storage folder -> plaintext path
         self._reported: set[tuple[str, str]] = set()
-        # Hooks for the mount: a file was written/closed (schedule a sync).
-        self.on_mutation: Callable[[], None] | None = None
+        self._moved_storages: list[str] = []
+        # Hooks for the mount: a file was written/closed (schedule a sync), and which
+        # backing folders or objects changed (the sync's change journal).
+        self.on_mutation: Callable[[str], None] | None = None
+        self.on_backing_change: Callable[[str], None] | None = None
         self.kernel_appends = False  # writeback cache: O_APPEND offsets come from the kernel
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -203,8 +206,21 @@ class Volume:
         if self.read_only:
             raise OSError(errno.EROFS, "read-only vault")
 
-    def _mutated(self, where: tuple[str, str] | Node | None = None) -> None:
-        """Tell the mount's sync that something changed (with a label for its report)."""
+    def _mutated(self, where: tuple[str, str] | Node | None = None, *also: str) -> None:
+        """Tell the mount's sync that something changed: ``on_backing_change`` gets every
+        backing folder (or xattr object) that changed, ``on_mutation`` a label for the
+        user (the entry's plaintext path)."""
+        if self.on_backing_change is not None:
+            if isinstance(where, tuple):
+                folders = [where[0]]
+            elif isinstance(where, Node):
+                folders = [s for s, _ in where.names]
+                if where.kind is Kind.DIR:
+                    folders.append(where.storage)
+            else:
+                folders = []
+            for rel in (*folders, *also):
+                self.on_backing_change(rel)
         if self.on_mutation is not None:
             self.on_mutation(self._label(where))
 
@@ -709,7 +725,7 @@ class Volume:
                     parent=parent.ino, names={(parent.storage, stem.name(Kind.DIR))},
                     nlookup=1)
         self._nodes[node.ino] = node
-        self._mutated((parent.storage, stem.name(Kind.DIR)))
+        self._mutated((parent.storage, stem.name(Kind.DIR)), storage)
         return self._attr(node, st)
 
     def _remove_storage(self, storage: str) -> None:
@@ -833,7 +849,8 @@ class Volume:
         if file_id and (node is None or node.of is None):
             self.xattrs.drop(b"f", file_id)  # the inode is gone with its last name
         self._small.pop(self._ino(found.st), None)
-        self._mutated((parent.storage, found.name))
+        self._mutated((parent.storage, found.name),
+                      *([self._xattr_rel((b"f", file_id))] if file_id else []))
 
     def _read_file_id(self, rel: str) -> bytes:
         try:
@@ -874,7 +891,8 @@ class Volume:
             self.xattrs.drop(b"d", dir_id)
         self._storage_paths.pop(storage, None)
         self._adjust_subdirs(parent.storage, -1)
-        self._mutated((parent.storage, found.name))
+        self._mutated((parent.storage, found.name), storage,
+                      self._xattr_rel((b"d", dir_id)))
 
     # -- rename ----------------------------------------------------------------------------
     def rename(self, old_parent: int, old_name: bytes, new_parent: int, new_name: bytes,
@@ -897,6 +915,7 @@ class Volume:
                 src.kind is Kind.FILE and (dst.st.st_dev, dst.st.st_ino) == \
                 (src.st.st_dev, src.st.st_ino):
             return  # POSIX: renaming a file onto another link of itself does nothing
+        self._moved_storages = []
         with contextlib.ExitStack() as stack:
             stack.enter_context(self.store.writable_folder(src_parent.storage))
             if dst_parent.storage != src_parent.storage:
@@ -905,7 +924,8 @@ class Volume:
                 self._exchange(src_parent, src, old_name, dst_parent, dst, new_name)
             else:
                 self._move(src_parent, src, dst_parent, dst, stem, new_name, flags)
-        self._mutated((dst_parent.storage, stem.name(src.kind)))
+        self._mutated((dst_parent.storage, stem.name(src.kind)), src_parent.storage,
+                      *self._moved_storages)
 
     def _move(self, src_parent: Node, src: _Found, dst_parent: Node, dst: _Found | None,
               stem: Stem, new_name: bytes, flags: int) -> None:
@@ -940,6 +960,7 @@ class Volume:
             if gone is not None:
                 gone.names.discard((dst_parent.storage, dst.name))
             if dst_storage is not None:
+                self._moved_storages.append(dst_storage)
                 if self.store.exists(dst_storage):
                     with contextlib.suppress(OSError):
                         self._remove_storage(dst_storage)
@@ -972,6 +993,7 @@ class Volume:
         rel = f"{dst_parent.storage}/{new_bname}"
         dir_id = self._dir_id_of(rel, self.store.lstat(rel))
         storage = self.storage_of(dir_id)
+        self._moved_storages.append(storage)
         try:
             st = self.store.lstat(storage)
         except FileNotFoundError:
@@ -1279,16 +1301,20 @@ class Volume:
         owner = self._xattr_owner(node)
         self.xattrs.set(*owner, name, value, flags)
         self._touch_ctime(node)
-        self._mutated(node)
+        self._mutated(node, self._xattr_rel(owner))
 
     def removexattr(self, ino: int, name: bytes) -> None:
         self._writable()
         node = self._node(ino)
         if not name.startswith(b"user.") or node.kind not in (Kind.FILE, Kind.DIR):
             raise OSError(errno.ENODATA, "no such attribute")
-        self.xattrs.remove(*self._xattr_owner(node), name)
+        owner = self._xattr_owner(node)
+        self.xattrs.remove(*owner, name)
         self._touch_ctime(node)
-        self._mutated(node)
+        self._mutated(node, self._xattr_rel(owner))
+
+    def _xattr_rel(self, owner: tuple[bytes, bytes]) -> str:
+        return layout.xattr_path(self.objects.xattr_storage_name(*owner))
 
     def _touch_ctime(self, node: Node) -> None:
         """An attribute change is an inode change: bump ctime (chmod to the same mode)."""
