@@ -61,6 +61,15 @@ class BackingStore:
     def lstat(self, rel: str) -> os.stat_result:
         return os.stat(rel, dir_fd=self.fd, follow_symlinks=False)
 
+    def present(self, rel: str) -> bool:
+        """Whether ``rel`` exists (faccessat, no exception on a miss); reliable only when
+        the daemon may search its folder (root, or ``searchable``)."""
+        return os.access(rel, os.F_OK, dir_fd=self.fd, follow_symlinks=False)
+
+    def searchable(self, rel: str) -> bool:
+        """Whether the daemon may look up names in the folder ``rel``."""
+        return os.access(rel, os.X_OK, dir_fd=self.fd)
+
     def exists(self, rel: str) -> bool:
         try:
             os.stat(rel, dir_fd=self.fd, follow_symlinks=False)
