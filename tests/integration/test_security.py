@@ -1,5 +1,5 @@
 """Through a real mount: tampering is EIO for the damaged block only, and the backing
-directory never holds plaintext (content, names, symlink targets)."""
+directory never holds plaintext (content, names, symlink targets, extended attributes)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def test_backing_directory_holds_no_plaintext(mounted: Mount) -> None:
     (mnt / (f"long-{CANARY}-" + "x" * 200)).write_text(CANARY)
     os.symlink(f"/target/{CANARY}/path", mnt / f"link-{CANARY}")
     (mnt / "small").write_text(CANARY)
+    os.setxattr(mnt / "small", f"user.{CANARY}", (CANARY * 4).encode())
+    os.setxattr(d, "user.note", CANARY.encode())
     os.sync()
     needles = [CANARY.encode(), CANARY.encode()[:12], CANARY.encode("utf-16-le")]
     seen = 0
