@@ -299,7 +299,10 @@ def plan(volume, state_dir: Path, listings: Iterable[Path]) -> Plan:
              sorted(memory.items())}).encode())
     files = set().union(*(g[0] for g in groups.values())) - found.synced_entries
     folders = set().union(*(g[1] for g in groups.values())) - found.synced_folders
-    keep = {f"{s}/{vault_layout.BACKREF_NAME}" for s in folders} & on_remote
+    # A folder still here whose back-reference the remote has keeps it in the sync (a
+    # move reaches the other devices); one deleted here stays hidden like the rest.
+    keep = {f"{s}/{vault_layout.BACKREF_NAME}" for s in folders
+            if volume.store.exists(s)} & on_remote
     return Plan(files, folders, keep, found)
 
 
