@@ -507,6 +507,51 @@ def cmd_decrypt_name(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ignore(args: argparse.Namespace) -> int:
+    """What the sync keeps on this device: the ignore rules applied to the vault."""
+    from .ignore import IGNORE_FILE
+    from .sync import ignore as sync_ignore
+
+    vol = _unlock(args, read_only=True)
+    try:
+        rules = sync_ignore.read_rules(vol)
+    except CryptfsError as exc:
+        raise CryptfsError(str(exc)) from None
+    for problem in rules.problems:
+        print(f"cryptfs: warning: {problem}", file=sys.stderr)
+    if args.check is not None:
+        path = _plain(args.check)
+        try:
+            is_dir, exists = stat.S_ISDIR(vol.stat(path).mode), True
+        except FileNotFoundError:
+            is_dir, exists = args.check.endswith("/"), False
+        verdict = rules.check(path.lstrip("/"), is_dir)
+        shown = path + ("/" if is_dir and path != "/" else "")
+        if verdict.ignored and verdict.parent is not None:
+            why = f"inside /{verdict.parent}/, ignored by {verdict.rule.describe()}"
+        elif verdict.ignored:
+            why = f"by {verdict.rule.describe()}"
+        elif path == "/" + IGNORE_FILE:
+            why = "always: it carries the rules to the other devices"
+        elif verdict.rule is not None:
+            why = f"re-included by {verdict.rule.describe()}"
+        else:
+            why = "no rule matches"
+        print(f"{'ignored' if verdict.ignored else 'synced'}: {shown} ({why})"
+              + ("" if exists else " [not in the vault]"))
+        return 0
+    found = sync_ignore.walk(vol, rules)
+    for item in found.ignored:
+        print(f"{item.path}{'/' if item.is_dir else ''}  ({item.rule})")
+    dirs = sum(1 for i in found.ignored if i.is_dir)
+    source = f"/{IGNORE_FILE} and the defaults" if rules.user_text is not None else \
+        f"the defaults (the vault has no /{IGNORE_FILE})"
+    print(f"ignore: {len(found.ignored)} path(s) kept on this device, never uploaded "
+          f"({dirs} folder(s) with everything in them, {len(found.ignored) - dirs} "
+          f"other); rules: {source}", file=sys.stderr)
+    return 0
+
+
 def cmd_fsck(args: argparse.Namespace) -> int:
     import json
 
@@ -976,6 +1021,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fix the structure: reattach orphaned directories (where their "
                         "back-reference says, else under /lost+found), rewrite stale "
                         "back-references, remove leftovers")
+    _add_pass_args(p)
+
+    p = add("ignore", cmd_ignore, "list what sync keeps on this device: paths the ignore "
+            "rules (/.cryptfsignore in the vault, gitignore syntax, and the defaults) "
+            "exclude, and which rule does (offline)")
+    p.add_argument("backing")
+    p.add_argument("--check", metavar="PATH",
+                   help="only say whether PATH (a plaintext path in the vault) is ignored, "
+                        "and why")
     _add_pass_args(p)
 
     p = add("encrypt-name", cmd_encrypt_name, "backing path of a plaintext path")

@@ -595,6 +595,12 @@ class Volume:
             self._aliases[(parent.storage, shown)] = bname
             yield shown, bname, parsed.kind
 
+    def list_storage(self, storage: str, dir_id: bytes) -> Iterator[tuple[bytes, str, Kind]]:
+        """(plain name, backing name, kind) of every entry of the directory ``dir_id``
+        stored in ``storage``, as a listing shows them (conflict copies under their
+        display names): for walkers that need backing names (sync ignore rules)."""
+        return self._list(Node(0, Kind.DIR, dir_id=dir_id, storage=storage))
+
     def opendir(self, ino: int) -> int:
         node = self._dir(ino)
         dh = next(self._next_fh)

@@ -23,11 +23,16 @@ sys.path.insert(0, str(ROOT))
 
 from cryptfs import __version__  # noqa: E402
 from cryptfs.cli import build_parser  # noqa: E402
+from cryptfs.ignore import DEFAULT_RULES  # noqa: E402
 from cryptfs.shellfiles import COMPLETION_FILES, DATA, MAN_PAGE  # noqa: E402
 
 # What to complete for arguments, by their dest (everything else: no file completion).
 DIRECTORIES = {"backing", "mountpoint", "quarantine"}
 FILES = {"passfile", "new_passfile", "log", "rclone_config", "config_file"}
+
+def _roff(text: str) -> str:
+    return text.replace("\\", "\\e").replace("-", "\\-")
+
 
 SECTIONS = {
     "files": (
@@ -37,7 +42,13 @@ SECTIONS = {
         "Log of background mounts where there is no syslog (/dev/log); else "
         "journalctl \\-t cryptfs.\n"
         ".TP\nBACKING/cryptfs.conf\n"
-        "The vault's config: the master key wrapped under the passphrase."),
+        "The vault's config: the master key wrapped under the passphrase.\n"
+        ".TP\nMOUNTPOINT/.cryptfsignore\n"
+        "Sync ignore rules, in the vault (encrypted, synced): gitignore patterns matched "
+        "against plaintext paths; ignored paths stay on this device. Applied after the "
+        "built-in defaults: " + ", ".join(_roff(line) for line in DEFAULT_RULES.splitlines()
+                                          if line and not line.startswith("#"))
+        + ". cryptfs ignore BACKING lists what they exclude."),
     "environment": (
         ".TP\nCRYPTFS_PASSWORD, CRYPTFS_NEW_PASSWORD\n"
         "Passphrase (and new passphrase for passwd) when no \\-\\-passfile or \\-\\-extpass "

@@ -5,7 +5,7 @@
 #    source ~/.local/share/bash_completion/cryptfs
 # See also: https://github.com/scop/bash-completion/blob/main/doc/configuration.md
 
-_shtab_cryptfs_subparsers=(init mount unmount passwd info ls cat sync pull audit-remote remote clone status recover fsck encrypt-name decrypt-name completion)
+_shtab_cryptfs_subparsers=(init mount unmount passwd info ls cat sync pull audit-remote remote clone status recover fsck ignore encrypt-name decrypt-name completion)
 
 _shtab_cryptfs_init_option_strings=(-h --help --quiet --block-size --max-path --remote --rclone-config --force --passfile --extpass)
 _shtab_cryptfs_mount_option_strings=(-h --help -f --foreground --read-only -o --log --idle --writeback --quiet --remote --sync-interval --poll-interval --no-sync --rclone-config --log-plaintext-names --masterkey --masterkey-fd --passfile --extpass)
@@ -22,6 +22,7 @@ _shtab_cryptfs_clone_option_strings=(-h --help --config-file --rclone-config --m
 _shtab_cryptfs_status_option_strings=(-h --help --names --masterkey --masterkey-fd --passfile --extpass)
 _shtab_cryptfs_recover_option_strings=(-h --help --remote --rclone-config --new-passfile --masterkey --masterkey-fd --passfile --extpass)
 _shtab_cryptfs_fsck_option_strings=(-h --help --json --quarantine --repair --masterkey --masterkey-fd --passfile --extpass)
+_shtab_cryptfs_ignore_option_strings=(-h --help --check --masterkey --masterkey-fd --passfile --extpass)
 _shtab_cryptfs_encrypt_name_option_strings=(-h --help --masterkey --masterkey-fd --passfile --extpass)
 _shtab_cryptfs_decrypt_name_option_strings=(-h --help --masterkey --masterkey-fd --passfile --extpass)
 _shtab_cryptfs_completion_option_strings=(-h --help)
@@ -67,6 +68,8 @@ _shtab_cryptfs_recover___passfile_COMPGEN=_shtab_compgen_files
 _shtab_cryptfs_fsck_pos_0_COMPGEN=_shtab_compgen_dirs
 _shtab_cryptfs_fsck___quarantine_COMPGEN=_shtab_compgen_dirs
 _shtab_cryptfs_fsck___passfile_COMPGEN=_shtab_compgen_files
+_shtab_cryptfs_ignore_pos_0_COMPGEN=_shtab_compgen_dirs
+_shtab_cryptfs_ignore___passfile_COMPGEN=_shtab_compgen_files
 _shtab_cryptfs_encrypt_name_pos_0_COMPGEN=_shtab_compgen_dirs
 _shtab_cryptfs_encrypt_name___passfile_COMPGEN=_shtab_compgen_files
 _shtab_cryptfs_decrypt_name_pos_0_COMPGEN=_shtab_compgen_dirs
@@ -74,7 +77,7 @@ _shtab_cryptfs_decrypt_name___passfile_COMPGEN=_shtab_compgen_files
 
 _shtab_cryptfs_remote_pos_0_choices=(set show unset)
 _shtab_cryptfs_completion_pos_0_choices=(bash zsh fish)
-_shtab_cryptfs_pos_0_choices=(init mount unmount passwd info ls cat sync pull audit-remote remote clone status recover fsck encrypt-name decrypt-name completion)
+_shtab_cryptfs_pos_0_choices=(init mount unmount passwd info ls cat sync pull audit-remote remote clone status recover fsck ignore encrypt-name decrypt-name completion)
 
 _shtab_cryptfs_init__h_nargs=0
 _shtab_cryptfs_init___help_nargs=0
@@ -126,6 +129,8 @@ _shtab_cryptfs_fsck__h_nargs=0
 _shtab_cryptfs_fsck___help_nargs=0
 _shtab_cryptfs_fsck___json_nargs=0
 _shtab_cryptfs_fsck___repair_nargs=0
+_shtab_cryptfs_ignore__h_nargs=0
+_shtab_cryptfs_ignore___help_nargs=0
 _shtab_cryptfs_encrypt_name__h_nargs=0
 _shtab_cryptfs_encrypt_name___help_nargs=0
 _shtab_cryptfs_decrypt_name__h_nargs=0

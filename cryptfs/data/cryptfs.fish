@@ -50,8 +50,8 @@ function _shtab_cryptfs_using
   test "$_shtab_cryptfs_cmdpath" = "$argv"
 end
 
-set -g _shtab_cryptfs_commands init mount unmount passwd info ls cat sync pull audit-remote remote clone status recover fsck encrypt-name decrypt-name completion
-set -g _shtab_cryptfs_opts_with_value --block-size --config-file --extpass --idle --log --masterkey --masterkey-fd --max-path --new-passfile --passfile --poll-interval --quarantine --rclone-config --remote --sync-interval -o
+set -g _shtab_cryptfs_commands init mount unmount passwd info ls cat sync pull audit-remote remote clone status recover fsck ignore encrypt-name decrypt-name completion
+set -g _shtab_cryptfs_opts_with_value --block-size --check --config-file --extpass --idle --log --masterkey --masterkey-fd --max-path --new-passfile --passfile --poll-interval --quarantine --rclone-config --remote --sync-interval -o
 
 complete -c cryptfs -e
 complete -c cryptfs -f
@@ -193,6 +193,14 @@ complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l masterkey-fd -x -d 'read t
 complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using fsck' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using fsck; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
+complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a ignore -d 'list what sync keeps on this device: paths the ignore rules (/.cryptfsignore in the vault, gitignore syntax, and the defaults) exclude, and which rule does (offline)'
+complete -c cryptfs -n '_shtab_cryptfs_using ignore' -s h -l help -d 'show this help message and exit'
+complete -c cryptfs -n '_shtab_cryptfs_using ignore' -l check -x -d 'only say whether PATH (a plaintext path in the vault) is ignored, and why'
+complete -c cryptfs -n '_shtab_cryptfs_using ignore' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
+complete -c cryptfs -n '_shtab_cryptfs_using ignore' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
+complete -c cryptfs -n '_shtab_cryptfs_using ignore' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
+complete -c cryptfs -n '_shtab_cryptfs_using ignore' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
+complete -c cryptfs -n '_shtab_cryptfs_using ignore; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
 complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a encrypt-name -d 'backing path of a plaintext path'
 complete -c cryptfs -n '_shtab_cryptfs_using encrypt-name' -s h -l help -d 'show this help message and exit'
 complete -c cryptfs -n '_shtab_cryptfs_using encrypt-name' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'

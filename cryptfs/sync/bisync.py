@@ -12,6 +12,9 @@ One run, under this device's sync lock for the (vault, remote) pair:
    (repair.py), and upload those in a second pass;
 5. keep a copy of the new listings and of every directory's IV.
 
+Before each bisync pass the vault's ignore rules (``/.cryptfsignore`` and the defaults)
+are turned into the backing paths rclone must not see (ignore.py).
+
 Conflicts: when a file changed on both sides, the remote's version keeps the name and
 this device's version is kept as ``NAME (conflict YYYY-MM-DD HOST).EXT`` — both survive,
 as with Dropbox, and the copy carries the name of the device whose version it is.
@@ -27,12 +30,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .. import conflicts
 from ..config import VaultConfig
 from ..settings import VaultSettings
 from ..volume import Volume
-from . import identity, layout, repair, resync
+from . import identity, ignore, layout, repair, resync
 from .rclone import (
     ANSI,
     SyncError,
@@ -72,6 +76,7 @@ class SyncResult:
     only_remote: list[str] = field(default_factory=list)  # backing paths brought here
     repaired_dirs: list[str] = field(default_factory=list)  # storage folders reattached
     config_note: str | None = None
+    ignored: int = 0  # ignored paths kept off the remote (tops of ignored subtrees)
 
 
 @dataclass
@@ -102,13 +107,27 @@ class Syncer:
         self.vault = vault
         self.state = SyncState(self.settings, self.remote)
         self._proc: subprocess.Popen | None = None
+        self._filter_file: Path | None = None
+        self._ignored = 0
 
     # -- filters -----------------------------------------------------------------------
     def filter_args(self) -> list[str]:
+        """rclone filter flags: the format's own excludes, and the backing paths of
+        ignored plaintext paths once ``prepare_ignore`` has run."""
+        if self._filter_file is not None:
+            return ["--filter-from", str(self._filter_file)]
         args = []
         for pattern in layout.BISYNC_EXCLUDES:
             args += ["--exclude", pattern]
         return args
+
+    def prepare_ignore(self) -> None:
+        """Evaluate the vault's ignore rules now (the tree and the rules may have
+        changed since the last pass) and write rclone's filter file."""
+        assert self.vault is not None
+        plan = ignore.plan(self.vault.volume, self.state.dir, self.state.listings())
+        self._filter_file = ignore.write_filter(plan, self.state.dir)
+        self._ignored = len(plan.walk.ignored)
 
     def scrub(self, message: str) -> str:
         """An rclone message fit to show or store: the remote's credentials redacted."""
@@ -145,12 +164,14 @@ class Syncer:
             self._upload(marker_path)
         known_backrefs = {**self.state.backrefs(), **layout.read_backrefs(self.backing)}
         before = set(self._conflict_copies())
+        self.prepare_ignore()
         merge = None
         if not have_state and not found.empty:
             merge = resync.merge_without_state(self.binary, self.backing, self.remote,
                                                self.vault.volume, self.filter_args())
         result = self._run_bisync(not have_state, progress)
         result.config_note = note
+        result.ignored = self._ignored
         if merge is not None:
             result.merged_without_state = True
             result.renamed_conflicts += merge.conflicts
@@ -164,6 +185,7 @@ class Syncer:
                                       set(repair.repair_structure(self.vault.volume)))
         if len(result.renamed_conflicts) > len(merge.conflicts if merge else []) or \
                 result.repaired_dirs:
+            self.prepare_ignore()  # a reattached folder may be ignored
             more = self._run_bisync(False, progress)
             result.transfers += more.transfers
             result.bytes += more.bytes
