@@ -98,7 +98,7 @@ def _after_unlock(vol: Volume) -> Volume:
     if not belongs_to_data(vol.backing, vol.master_key):
         raise ConfigError(
             f"{vol.backing}/cryptfs.conf does not belong to the data beside it (its key "
-            f"derives another root directory IV): it was replaced; restore the vault's "
+            f"puts the root directory elsewhere): it was replaced; restore the vault's "
             f"config with 'cryptfs recover {vol.backing}'")
     try:
         save_local_config_copy(vol.backing, vol.config.to_json())

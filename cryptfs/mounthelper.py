@@ -9,7 +9,7 @@ systemd ``.mount`` unit work like for any other filesystem. mount(8) calls
 
 - cryptfs's own: ``passfile=FILE``, ``extpass=CMD`` (no commas), ``idle=DURATION``,
   ``log=FILE``, ``remote=REMOTE:PATH``, ``nosync``, ``sync_interval=S``,
-  ``poll_interval=S``, ``rclone_config=FILE``, ``writeback``, ``single_threaded``;
+  ``poll_interval=S``, ``rclone_config=FILE``, ``writeback``;
 - ``setuid=USER``: as root, mount as USER (the passfile is then read as USER);
 - ``ro`` mounts read-only; mount(8)/fstab/systemd options (``rw``, ``defaults``,
   ``noauto``, ``user``, ``nofail``, ``_netdev``, ``x-systemd.*``, ``comment=...``) are
@@ -34,7 +34,7 @@ VALUE_OPTIONS = {
     "poll_interval": "--poll-interval", "rclone_config": "--rclone-config",
 }
 FLAG_OPTIONS = {"ro": "--read-only", "nosync": "--no-sync", "no_sync": "--no-sync",
-                "writeback": "--writeback", "single_threaded": "--single-threaded"}
+                "writeback": "--writeback"}
 DROPPED = {"rw", "defaults", "auto", "noauto", "user", "users", "nouser", "owner", "group",
            "nofail", "_netdev", "loop", "sw"}
 DROPPED_PREFIXES = ("x-", "comment=", "helper=")

@@ -6,7 +6,8 @@
 - ``state``    this device's sync state per (vault, remote), kept outside the synced tree;
 - ``identity`` which vault a remote holds; the verified config merge;
 - ``resync``   a merge without a last common state that keeps both versions;
-- ``repair``   directory IV files put back, conflict copies named;
+- ``repair``   back-references put back, unreachable folders reattached, conflict
+               copies named;
 - ``ignore``   the backing paths the vault's ignore rules keep off the remote;
 - ``bisync``   the two-way sync run (``Syncer``).
 """

@@ -8,9 +8,9 @@ One run, under this device's sync lock for the (vault, remote) pair:
    and bring the config in step (identity.py);
 3. without a last common state, move this device's version of every differing file aside
    first, so the merge keeps both (resync.py); else an ordinary bisync;
-4. name the conflict copies bisync made, put back directory IV files the run removed
-   (repair.py), and upload those in a second pass;
-5. keep a copy of the new listings and of every directory's IV.
+4. name the conflict copies bisync made, put back back-references the run removed and
+   reattach folders it left unreachable (repair.py), and upload those in a second pass;
+5. keep a copy of the new listings and of every folder's back-reference.
 
 Before each bisync pass the vault's ignore rules (``/.cryptfsignore`` and the defaults)
 are turned into the backing paths rclone must not see (ignore.py).

@@ -160,7 +160,7 @@ class SyncState:
     def reset(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
 
-    # -- config base and directory IVs ----------------------------------------------------
+    # -- config base and back-references --------------------------------------------------
     def config_base(self) -> bytes | None:
         try:
             return self.config_base_path.read_bytes()
