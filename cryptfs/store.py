@@ -44,15 +44,53 @@ class BackingStore:
         self.is_root = os.geteuid() == 0
         self._renameat2_works = _renameat2 is not None
         self._folders: set[str] = set()  # bucket folders checked to be real folders
+        self._folder_fds: dict[str, int] = {}
+        self._fds_generation = self._fds_wanted = 0
         self._links_work = True
         mask = os.umask(0)
         os.umask(mask)
         self.umask = mask
 
     def close(self) -> None:
+        self.forget_folder_fds()
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
+
+    # -- descriptors of storage folders (lookups: one path component instead of four) ----
+    _FOLDER_FDS = 64
+
+    def folder_fd(self, rel: str) -> int:
+        """An open descriptor of the folder ``rel`` (kept in a small cache; a folder that
+        is removed keeps its descriptor valid, every lookup in it then misses)."""
+        if self._fds_generation != self._fds_wanted:  # invalidated (maybe by another
+            self._fds_generation = self._fds_wanted  # thread): closed here, by the user
+            self.forget_folder_fds()
+        fds = self._folder_fds
+        fd = fds.pop(rel, None)
+        if fd is None:
+            fd = os.open(rel, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC | os.O_NOFOLLOW,
+                         dir_fd=self.fd)
+            if len(fds) >= self._FOLDER_FDS:
+                old = next(iter(fds))
+                os.close(fds.pop(old))
+        fds[rel] = fd  # most recently used last
+        return fd
+
+    def forget_folder_fd(self, rel: str) -> None:
+        fd = self._folder_fds.pop(rel, None)
+        if fd is not None:
+            os.close(fd)
+
+    def invalidate_folder_fds(self) -> None:
+        """Thread-safe: the next ``folder_fd`` call (in its own thread) reopens folders
+        (after a sync may have removed and re-created some)."""
+        self._fds_wanted += 1
+
+    def forget_folder_fds(self) -> None:
+        fds, self._folder_fds = self._folder_fds, {}
+        for fd in fds.values():
+            os.close(fd)
 
     def abspath(self, rel: str) -> str:
         return os.path.join(self.root, rel)

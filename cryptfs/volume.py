@@ -43,6 +43,7 @@ log = logging.getLogger("cryptfs")
 
 ROOT_INO = 1
 _CACHE_LIMIT = 65536
+_KIND_SUFFIXES = tuple((k, "." + k.value if k.value else "") for k in layout.KINDS)
 _ALT_ROOT_INO = 1 << 63  # a backing object that happens to have inode number 1
 
 
@@ -291,6 +292,7 @@ class Volume:
         self._storage_paths = {}
         self.xattrs.clear_cache()
         self.store.forget_folders()
+        self.store.invalidate_folder_fds()
 
     # -- names -------------------------------------------------------------------------
     def _stem(self, dir_id: bytes, name: bytes) -> Stem:
@@ -345,11 +347,18 @@ class Volume:
         # faccessat says "no" also when the daemon (not root) may not search the folder
         # (a 0600 directory): then every kind is looked at with lstat.
         exact = store.is_root or store.searchable(storage)
-        for kind in layout.KINDS:
-            name = stem.name(kind)
-            rel = f"{storage}/{name}"
-            if exact and not store.present(rel):
+        dirfd = -1
+        if exact:
+            try:
+                dirfd = store.folder_fd(storage)
+            except OSError:
+                exact = False
+        access = os.access
+        for kind, suffix in _KIND_SUFFIXES:
+            name = stem.stem + suffix
+            if exact and not access(name, os.F_OK, dir_fd=dirfd, follow_symlinks=False):
                 continue
+            rel = f"{storage}/{name}"
             try:
                 st = store.owner_access(storage, lambda r=rel: store.lstat(r), os.X_OK)
             except FileNotFoundError:
@@ -742,6 +751,7 @@ class Volume:
         return self._attr(node, st)
 
     def _remove_storage(self, storage: str) -> None:
+        self.store.forget_folder_fd(storage)
         with self.store.writable_folder(storage):
             for bname in self.store.listdir(storage):
                 if bname == layout.BACKREF_NAME or layout.is_temp(bname):

@@ -35,6 +35,7 @@ def serve(volume: Volume, mountpoint: str, *, fsname: str, subtype: str,
     Raises RuntimeError if the mount cannot be made. Uploads what is pending (autosync)
     and closes the volume before returning."""
     _tune_malloc()
+    _raise_fd_limit()
 
     def ready() -> None:
         if autosync is not None:
@@ -65,6 +66,20 @@ def serve(volume: Volume, mountpoint: str, *, fsname: str, subtype: str,
             autosync.stop(final_sync=True)  # upload what is pending before exiting
         volume.close()
         _syncfs(volume.backing)
+
+
+def _raise_fd_limit() -> None:
+    """Every file a program opens in the mount is a descriptor here too: take the hard
+    limit as the soft one (a default of 1024 is easily reached by a build or a backup)."""
+    import resource
+
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (min(target, 1 << 20), hard))
+    except (ValueError, OSError):
+        pass
 
 
 def _tune_malloc() -> None:
