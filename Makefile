@@ -83,6 +83,7 @@ bench: install
 	$(BIN)/python bench/blocksize.py --quick
 	$(BIN)/python bench/syncbench.py
 	$(BIN)/python bench/fsbench.py --reps 3 --where tmpfs,disk
+	$(BIN)/python bench/scaling.py --out bench/SCALING.md
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .ruff_cache .hypothesis
