@@ -111,14 +111,30 @@ def extra_args() -> list[str]:
     return [*FAIL_FAST, *(check_location(a, "CRYPTFS_RCLONE_ARGS item") for a in raw.split())]
 
 
+# Every rclone process this process started, by verb (copy, lsjson, bisync...): what a
+# sync costs in remote calls (tests and bench/syncbench.py read it).
+CALLS: dict[str, int] = {}
+
+
+def count_call(verb: str) -> None:
+    CALLS[verb] = CALLS.get(verb, 0) + 1
+
+
+def calls() -> int:
+    """How many rclone processes this process has started so far."""
+    return sum(CALLS.values())
+
+
 def run(binary: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """rclone with an argument list (never a shell) and the common flags."""
+    count_call(args[0] if args else "")
     return subprocess.run([binary, *args, *extra_args()], capture_output=True,
                           timeout=timeout, check=False)
 
 
 def start(binary: str, *args: str) -> subprocess.Popen:
     """rclone started with an argument list; collect it with ``finish``."""
+    count_call(args[0] if args else "")
     return subprocess.Popen([binary, *args, *extra_args()], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
 
