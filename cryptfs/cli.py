@@ -641,9 +641,9 @@ def _report(backing: str, vol: Volume, result) -> None:
     if result.config_note:
         print(f"config: {result.config_note}")
     if result.merged_without_state:
-        print("note: full reconciliation without an earlier common state (first sync here, "
-              "--full, or records missing): both sides were merged; nothing was deleted, "
-              "and every file that differed is kept twice")
+        print("note: full reconciliation, with no sync state to start from (first sync "
+              "here, the state was lost, --full, or records were missing): both sides were "
+              "merged; nothing was deleted, and every file that differed is kept twice")
     for note in getattr(result, "notes", []):
         print(f"note: {note}")
     for name in result.renamed_conflicts:

@@ -122,6 +122,7 @@ class Engine:
         self._identity_at: float | None = None
         self._db: SyncDB | None = None
         self._scan_everything = False
+        self._current = EngineResult()
 
     @property
     def db(self) -> SyncDB:
@@ -154,7 +155,9 @@ class Engine:
                         result = self._incremental(scan_all, verify or full)
                     except CatchUp as exc:
                         log.warning("sync: %s; running a full reconciliation", exc)
+                        found = self._current.problems
                         result = self._full(progress, trusted=False)
+                        result.problems[:0] = found
                         result.notes.append(f"{exc}: ran a full reconciliation (nothing "
                                             "is deleted; files that differ are kept twice)")
                     else:
@@ -198,7 +201,7 @@ class Engine:
 
     # -- one incremental sync -----------------------------------------------------------------
     def _incremental(self, scan_all: bool, verify: bool) -> EngineResult:
-        result = EngineResult()
+        result = self._current = EngineResult()
         db = self.db
         with self.journal.take() as (journalled, trusted):
             scan_all = scan_all or not trusted or self._scan_everything
@@ -207,16 +210,18 @@ class Engine:
             due = self._identity_at is None or \
                 time.monotonic() - self._identity_at > IDENTITY_EVERY
             listing_proc = self.remote.start_log_listing()
-            if work or due:
+            checked = work or due
+            if checked:
                 self._check_identity(result)
             listing = self.remote.parse_listing(rclone.finish(listing_proc), "the sync log")
             if listing is None:
-                if self._identity_at is None or not (work or due):
+                if not checked:
                     self._check_identity(result)  # an emptied remote is refused there
+                    checked = True
                 listing = {}
             logs = self._logs(listing)
             todo = self._new_records(logs, result)
-            if todo and not (work or due):
+            if todo and not checked:
                 self._check_identity(result)
             records = self._read_records(todo, result)
             affected = self._fold(records, logs, result)
@@ -959,9 +964,59 @@ class Engine:
                 self._problem(result, "missing", rel)
             for rel in getattr(merge, "unannounced", []):
                 self._problem(result, "unannounced", rel)
+        remote_before = getattr(merge, "remote_before", None)
         self._reinit(logs, result)
+        if remote_before is not None:
+            self._announce(remote_before, result)
         self._collect_problems(result)
         return result
+
+    def _announce(self, remote_before: set[str], result: EngineResult) -> None:
+        """The reconciliation put objects on the remote that other devices know nothing
+        of (this device's files the remote lacked, conflict copies, repaired entries):
+        announce them in a record, so the others apply them like any change (§8)."""
+        db = self.db
+        new = []
+        for folder in sorted(scan.all_folders(self.backing)):
+            for rel in scan.list_folder(self.backing, folder):
+                if rel not in remote_before:
+                    row = db.row(rel)
+                    if row is not None and row.s_hash is not None:
+                        new.append(Change("put", rel, None, row.s_hash, row.size or 0))
+        if not new:
+            return
+        for start in range(0, len(new), MAX_BATCH):
+            self._publish_record(new[start:start + MAX_BATCH])
+        result.notes.append(f"{len(new)} object(s) the remote lacked were announced to the "
+                            "other devices")
+
+    def _publish_record(self, changes: list[Change]) -> None:
+        """A record for objects already in place on the remote (inside the lock)."""
+        db = self.db
+        me = self.device
+        seq = db.get_int("seq") + 1
+        lamport = max([db.get_int("lamport"), *(v[2] for v in db.devices().values())]) + 1
+        name = f"{seq:012d}-{os.urandom(4).hex()}"
+        seen = {d: v[0] for d, v in db.devices().items()}
+        rec = Record(me, seq, db.get("last_hash") or "", lamport, seen, self.host, name,
+                     int(time.time()), changes)
+        blob = rec.seal(self.key)
+        out = Path(self.remote.workdir, "announce", name)
+        out.mkdir(parents=True)
+        (out / "record").write_bytes(blob)
+        self.remote.upload_dir(str(out), f"{STAGE_DIR}/{me}/{name}")
+        self.remote.moveto(f"{STAGE_DIR}/{me}/{name}/record", f"{LOG_DIR}/{log_name(me, seq)}")
+        with db.transaction():
+            for idx, change in enumerate(changes):
+                authstate.add_change(db, (lamport, me, seq, idx), change, name)
+                row = db.row_or_new(change.path)
+                row.origin = me
+                db.put_row(row)
+            db.set("seq", seq)
+            db.set("last_hash", body_hash(rec.body()))
+            db.set("lamport", lamport)
+            db.add_own_record(seq, blob)
+            db.add_stage(f"{me}/{name}")
 
     def _authentic(self, rel: str) -> bool | None:
         row = self.db.row(rel)
@@ -1017,6 +1072,10 @@ class Engine:
             db.set("initialized", 1)
             db.set("verified_at", time.time())
         self._identity_at = time.monotonic()
+        # an existing (empty) log folder lets idle polls tell "no records yet" from "the
+        # remote is gone" with one listing (object stores have no empty folders: there
+        # the identity is checked until the first record exists)
+        rclone.run(self.syncer.binary, "mkdir", self.remote.at(LOG_DIR))
 
 
 def _copy_hashing(src: str, dst: Path) -> tuple[str, int]:

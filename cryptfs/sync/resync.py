@@ -38,6 +38,7 @@ class MergeReport:
     wrong_remote: list[str] = field(default_factory=list)
     missing_remote: list[str] = field(default_factory=list)
     unannounced: list[str] = field(default_factory=list)
+    remote_before: set[str] = field(default_factory=set)  # what the remote held first
 
 
 def listing(binary: str, where: str, filters: list[str]) -> dict[str, int]:
@@ -86,6 +87,7 @@ def merge_without_state(binary: str, backing: str, remote: str, volume,
     report = MergeReport()
     local = listing(binary, backing, filters)
     theirs = listing(binary, remote, filters)
+    report.remote_before = set(theirs)
     common = local.keys() & theirs.keys()
     differ = {p for p in common if local[p] != theirs[p]}
     differ |= differing(binary, backing, remote, sorted(common - differ))
