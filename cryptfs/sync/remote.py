@@ -95,7 +95,7 @@ class Remote:
             if not arrived:
                 raise self._fail("download failed", proc.stderr)
 
-    # -- publishing -------------------------------------------------------------------------
+    # -- publishing ------------------------------------------------------------------------
     def upload_dir(self, local: str, remote_dir: str) -> None:
         """Upload a local folder (a batch's outgoing folder) to a new remote folder."""
         proc = run(self.binary, "copy", local, self.at(remote_dir), "--ignore-times",

@@ -95,6 +95,8 @@ def tree(root: Path) -> dict[str, bytes]:
         for f in files:
             p = Path(dirpath, f)
             rel = str(p.relative_to(root))
+            if rel.startswith("cryptfs-sync/"):
+                continue  # engine 2's records and staging area (docs/SYNC.md §1)
             if p.is_symlink():
                 out[rel] = b"link:" + os.readlink(p).encode()
             elif rel.endswith(".rclonelink"):

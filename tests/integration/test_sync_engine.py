@@ -86,7 +86,7 @@ def names(dev: Device, path: str = "/") -> list[str]:
                          read_only=True).listdir(path)
 
 
-# -- 1. no edit is ever lost -----------------------------------------------------------------
+# -- 1. no edit is ever lost ---------------------------------------------------------------
 @pytest.mark.parametrize("remote", ALL, indirect=True)
 def test_edits_that_keep_size_and_mtime_all_arrive(tmp_path: Path, remote) -> None:
     """Same-size edits, several within one second, and edits whose modification time is
@@ -108,7 +108,7 @@ def test_edits_that_keep_size_and_mtime_all_arrive(tmp_path: Path, remote) -> No
     assert a.ok("status", str(a.backing)).count("pending:         0 ") == 1
 
 
-# -- 2. concurrent syncs -------------------------------------------------------------------------
+# -- 2. concurrent syncs -------------------------------------------------------------------
 @pytest.mark.parametrize("remote", ["local", "webdav", "sftp"], indirect=True)
 def test_simultaneous_syncs_keep_both_saves_every_round(tmp_path: Path, remote) -> None:
     spec, _store = remote
@@ -130,7 +130,7 @@ def test_simultaneous_syncs_keep_both_saves_every_round(tmp_path: Path, remote) 
             b.ok("sync", str(b.backing))
         seen = []
         for dev in (a, b):
-            copies = sorted(n for n in names(dev, "/docs") if f"(conflict " in n)
+            copies = sorted(n for n in names(dev, "/docs") if "(conflict " in n)
             versions = {read(dev, "/docs/report.txt")} | {
                 read(dev, "/docs/" + c) for c in copies}
             assert {mine[a], mine[b]} <= versions, (rnd, versions)
@@ -138,7 +138,7 @@ def test_simultaneous_syncs_keep_both_saves_every_round(tmp_path: Path, remote) 
         assert seen[0] == seen[1], seen  # both devices show the same pair
 
 
-# -- 3. torn uploads and truncated objects ---------------------------------------------------------
+# -- 3. torn uploads and truncated objects -------------------------------------------------
 @pytest.mark.parametrize("remote", ["local", "webdav"], indirect=True)
 def test_a_truncated_object_never_replaces_a_good_file(tmp_path: Path, remote) -> None:
     spec, store = remote
@@ -164,7 +164,7 @@ def test_a_truncated_object_never_replaces_a_good_file(tmp_path: Path, remote) -
 
 @pytest.mark.parametrize("remote", ["local", "webdav"], indirect=True)
 def test_kill_9_mid_upload_then_the_next_sync_completes(tmp_path: Path, remote) -> None:
-    spec, store = remote
+    spec, _store = remote
     a, b = pair(tmp_path, spec)
     va = a.vol()
     data = {f"/big{i}": os.urandom(1 << 20) for i in range(4)}
@@ -190,7 +190,7 @@ def test_kill_9_mid_upload_then_the_next_sync_completes(tmp_path: Path, remote) 
     assert a.run("audit-remote", str(a.backing)).returncode == 0
 
 
-# -- 4. renames cost O(1) --------------------------------------------------------------------------
+# -- 4. renames cost O(1) ------------------------------------------------------------------
 @pytest.mark.parametrize("remote", ["local", "sftp"], indirect=True)
 def test_renaming_a_500_file_folder_moves_a_few_objects(tmp_path: Path, remote) -> None:
     spec, _store = remote
@@ -212,7 +212,7 @@ def test_renaming_a_500_file_folder_moves_a_few_objects(tmp_path: Path, remote) 
     assert len(names(b, "/archive-2026")) == 500 and "photos" not in names(b)
 
 
-# -- 5. what a provider does is detected ------------------------------------------------------------
+# -- 5. what a provider does is detected ---------------------------------------------------
 def test_rollback_is_detected_in_sync_status_and_audit(tmp_path: Path) -> None:
     spec = str(tmp_path / "cloud")
     a, b = pair(tmp_path, spec)
@@ -297,7 +297,7 @@ def test_replayed_and_removed_records_are_detected(tmp_path: Path) -> None:
     assert "record-removed" in out and removed.exists()
 
 
-# -- 6. a device that was away longer than the records are kept -------------------------------------
+# -- 6. a device that was away longer than the records are kept ----------------------------
 def test_device_away_past_compaction_catches_up_losing_nothing(tmp_path: Path) -> None:
     spec = str(tmp_path / "cloud")
     a, b = pair(tmp_path, spec)
@@ -325,7 +325,7 @@ def test_device_away_past_compaction_catches_up_losing_nothing(tmp_path: Path) -
         assert versions == {b"B edited the notes offline", b"A edited the notes too"}
 
 
-# -- 7. idle cost and the mount ------------------------------------------------------------------
+# -- 7. idle cost and the mount ------------------------------------------------------------
 def test_an_idle_poll_is_one_remote_call(tmp_path: Path) -> None:
     """In process, as the mount's autosync runs it: after the first sync, a poll that
     finds nothing costs one listing of the log, whatever the size of the vault."""
