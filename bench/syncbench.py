@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -33,11 +34,11 @@ from pathlib import Path
 os.environ.setdefault("CRYPTFS_TESTONLY_WEAK_KDF", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from cryptfs.settings import VaultSettings  # noqa: E402
-from cryptfs.sync import Syncer, VaultKeys, rclone  # noqa: E402
-from cryptfs.sync.engine import Engine  # noqa: E402
-from cryptfs.sync.journal import Journal  # noqa: E402
-from cryptfs.volume import Volume  # noqa: E402
+from cryptfs.settings import VaultSettings
+from cryptfs.sync import Syncer, VaultKeys, rclone
+from cryptfs.sync.engine import Engine
+from cryptfs.sync.journal import Journal
+from cryptfs.volume import Volume
 
 PASS = "bench passphrase"
 PER_DIR = 500
@@ -110,7 +111,7 @@ def run_size(files: int, base: Path) -> dict[str, tuple[float, int]]:
                                           max(p[1] for p in polls))
     secs, o = a.cli("sync", str(a.backing))
     out["nothing changed: cryptfs sync (CLI)"] = (secs, calls_of(o))
-    engine_b, vol_b = b.engine()
+    engine_b, _vol_b = b.engine()
     engine_b.run(scan_all=True)
     vol.write_file("/d0000/file-000007.txt", b"changed " * 200)
     out["one file changed: A publishes"] = timed(engine)[:2]
@@ -156,7 +157,7 @@ def latency(base: Path, rounds: int) -> list[float]:
                     raise SystemExit("a change did not arrive within 120 s")
                 time.sleep(0.05)
             out.append(time.perf_counter() - t)
-            time.sleep(1.3)  # different phases of B's poll
+            time.sleep(random.uniform(0.5, 6))  # meet B's poll in every phase
     finally:
         for d, m in ((a, ma), (b, mb)):
             subprocess.run([sys.executable, "-m", "cryptfs", "unmount", str(m)], env=d.env,

@@ -303,6 +303,7 @@ def _prepare_autosync(args: argparse.Namespace):
         syncer = Syncer(args.backing, VaultSettings.load(args.backing),
                         rclone_config=args.rclone_config, vault=_vault_keys(volume))
         engine = Engine(syncer)
+        engine.busy = volume.open_entries
         # Every backing folder or object the mount changes goes to the journal before
         # the operation returns (kill -9 safe); the sync reads only those folders.
         volume.on_backing_change = Journal(syncer.state.dir).record

@@ -1252,6 +1252,13 @@ class Volume:
         """True while a file written through the mount is still open and not fsynced."""
         return any(h.dirty for h in self._handles.values())
 
+    def open_entries(self) -> set[str]:
+        """Backing paths of the regular files open through this volume now. Safe to call
+        from another thread (the sync's): it works on a snapshot of the inode table."""
+        nodes = list(self._nodes.values())
+        return {f"{storage}/{bname}" for node in nodes if node.of is not None
+                for storage, bname in list(node.names)}
+
     def fsyncdir(self, ino: int) -> None:
         self.store.fsync_dir(self._dir(ino).storage)
 

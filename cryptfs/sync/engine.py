@@ -123,6 +123,8 @@ class Engine:
         self._db: SyncDB | None = None
         self._scan_everything = False
         self._current = EngineResult()
+        # backing paths open in the mount: never replaced under a program (SYNC.md §5)
+        self.busy: Callable[[], set[str]] = set
 
     @property
     def db(self) -> SyncDB:
@@ -438,9 +440,17 @@ class Engine:
         touched: set[str] = set()
         fetch: list[tuple[PathRow, bool, str | None]] = []
         deletes: list[tuple[PathRow, bool]] = []
+        busy = self.busy()
         for rel in sorted(paths):
             row = db.row(rel)
             if row is None:
+                continue
+            if rel in busy:
+                # open in the mount: replacing it would take the file from under the
+                # program (its later writes would be lost); the next poll tries again
+                if not row.pending:
+                    row.pending = 1
+                    db.put_row(row)
                 continue
             if row.t_hash == row.s_hash and not row.keep:
                 if row.pending:
@@ -652,7 +662,7 @@ class Engine:
                       ) -> set[str]:
         touched: set[str] = set()
         going = {row.path for row, _ in todo}
-        dirrefs = []
+        dirrefs: dict[str, bytes] = {}
         for row, _ in sorted(todo, key=lambda t: t[0].path.endswith(
                 "/" + vault_layout.BACKREF_NAME)):
             full = os.path.join(self.backing, row.path)
@@ -671,20 +681,38 @@ class Engine:
             if name.endswith(".d"):
                 with contextlib.suppress(CryptfsError, OSError):
                     dir_id = self.volume.objects.open_dirref(Path(full).read_bytes())
-                    dirrefs.append(self.volume.storage_of(dir_id))
+                    dirrefs[self.volume.storage_of(dir_id)] = dir_id
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(full)
             result.deletes += 1
             self._agree(row, None, None)
             self._rmdir_if_empty(row.folder)
         for storage in dirrefs:
-            if scan.list_folder(self.backing, storage):
+            backref = self.db.row(f"{storage}/{vault_layout.BACKREF_NAME}")
+            if backref is not None and backref.pending:
+                continue  # its new back-reference is on its way: judged then
+            if scan.list_folder(self.backing, storage) and \
+                    not self._referenced(storage, dirrefs[storage]):
                 self._scan_everything = True
         if self._scan_everything:
             done = repair.repair_structure(self.volume)
             if done:
                 result.repaired_dirs.extend(done)
         return touched
+
+    def _referenced(self, storage: str, dir_id: bytes) -> bool:
+        """True if the directory entry its back-reference names is there (a directory
+        that was moved, not deleted)."""
+        try:
+            _did, parent_id, name = self.volume.read_backref(storage)
+            if parent_id is None:
+                return True
+            parent = self.volume.storage_of(parent_id)
+            stem = self.volume._stem(parent_id, name)
+            entry = Path(self.backing, parent, stem.name(vault_layout.Kind.DIR))
+            return self.volume.objects.open_dirref(entry.read_bytes()) == dir_id
+        except (CryptfsError, OSError):
+            return False
 
     def _rmdir_if_empty(self, folder: str) -> None:
         if not folder.startswith(vault_layout.STORAGE_ROOT + "/"):
