@@ -199,7 +199,8 @@ def test_renaming_a_500_file_folder_moves_a_few_objects(tmp_path: Path, remote) 
     va.mkdir_path("/photos")
     for i in range(500):
         va.write_file(f"/photos/img{i:03d}.jpg", b"jpeg" * 10)
-    out = a.ok("sync", str(a.backing))
+    assert "pending:         502 changed" in a.ok("status", str(a.backing))
+    out = a.ok("pull", str(a.backing))  # pull is a sync: it sends too
     assert field(out, "uploads") == 502  # 500 files, the folder's entry and back-reference
     b.ok("sync", str(b.backing))
     va.rename_path("/photos", "/archive-2026")
@@ -210,6 +211,7 @@ def test_renaming_a_500_file_folder_moves_a_few_objects(tmp_path: Path, remote) 
     assert field(out, "downloads") <= 3, out
     assert field(out, "remote_calls") <= calls_a + 2
     assert len(names(b, "/archive-2026")) == 500 and "photos" not in names(b)
+    assert "pending:         0 changed" in a.ok("status", str(a.backing))
 
 
 # -- 5. what a provider does is detected ---------------------------------------------------
@@ -380,3 +382,47 @@ def test_mounts_with_default_settings_use_engine_2(tmp_path: Path) -> None:
         mount_a.stop()
         mount_b.stop()
     assert tree(Path(spec) / "d") == tree(a.backing / "d") == tree(b.backing / "d")
+
+
+@pytest.mark.parametrize("cut", ["before the record", "after the record"])
+def test_a_batch_cut_anywhere_is_finished_or_redone(tmp_path: Path, cut: str,
+                                                    monkeypatch) -> None:
+    """A sync that dies between its steps (SYNC.md §4): the next one finishes the batch
+    whose record reached the log, or drops the one whose record did not and publishes its
+    changes again; the other device gets every change exactly once."""
+    from cryptfs.settings import VaultSettings
+    from cryptfs.sync import Syncer, VaultKeys
+    from cryptfs.sync.engine import Engine
+    from cryptfs.sync.rclone import SyncError
+    from cryptfs.sync.remote import Remote
+
+    spec = str(tmp_path / "cloud")
+    a, b = pair(tmp_path, spec)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(a.config))
+    vol = a.vol()
+    engine = Engine(Syncer(str(a.backing), VaultSettings.load(str(a.backing)),
+                           vault=VaultKeys(vol.master_key, vol.config, vol)))
+    vol.write_file("/docs/report.txt", b"edited before the crash")
+    vol.write_file("/new.txt", b"new before the crash")
+    name = "moveto" if cut == "before the record" else "move_into_place"
+    real = getattr(Remote, name)
+
+    def dies(self, *args, **kw):
+        raise SyncError("killed")
+
+    monkeypatch.setattr(Remote, name, dies)
+    with pytest.raises(SyncError):
+        engine.run(scan_all=True)
+    monkeypatch.setattr(Remote, name, real)
+    log_dir = next((Path(spec) / "cryptfs-sync" / "log").iterdir(), None)
+    records_before = len(list(log_dir.iterdir())) if log_dir else 0
+    assert records_before == (0 if cut == "before the record" else 1)
+    result = engine.run(scan_all=True)
+    assert result.problems == []
+    log_dir = next((Path(spec) / "cryptfs-sync" / "log").iterdir())
+    assert len(list(log_dir.iterdir())) == 1  # one record for the batch, never two
+    engine.close()
+    b.ok("sync", str(b.backing))
+    assert read(b, "/docs/report.txt") == b"edited before the crash"
+    assert read(b, "/new.txt") == b"new before the crash"
+    assert a.run("audit-remote", str(a.backing)).returncode == 0
