@@ -426,3 +426,35 @@ def test_a_batch_cut_anywhere_is_finished_or_redone(tmp_path: Path, cut: str,
     assert read(b, "/docs/report.txt") == b"edited before the crash"
     assert read(b, "/new.txt") == b"new before the crash"
     assert a.run("audit-remote", str(a.backing)).returncode == 0
+
+
+@needs_fuse
+def test_the_journal_survives_kill_9_of_the_daemon(tmp_path: Path) -> None:
+    spec = str(tmp_path / "cloud")
+    a, b = pair(tmp_path, spec)
+    mnt = tmp_path / "ma"
+    mnt.mkdir()
+    import json
+
+    (settings,) = (a.config / "cryptfs" / "vaults").glob("*.json")
+    syncs = json.loads(settings.read_text())["syncs"]
+    old = os.environ.get("XDG_CONFIG_HOME")
+    os.environ["XDG_CONFIG_HOME"] = str(a.config)
+    try:
+        m = Mount(a.backing, mnt, ("--sync-interval", "600", "--poll-interval", "600"))
+        m.start()
+    finally:
+        os.environ["XDG_CONFIG_HOME"] = old or ""
+    try:
+        (state,) = a.state_dirs()
+        # the mount's first sync (it compares every folder) is over
+        assert wait_for(lambda: json.loads(settings.read_text())["syncs"] > syncs)
+        (mnt / "docs" / "after-start.txt").write_text("written, then the daemon dies")
+        m.kill()
+    finally:
+        m.stop()
+    folder = a.vol().storage_path_of("/docs")
+    assert folder in (state / "journal").read_text().split("\n")
+    a.ok("sync", str(a.backing))
+    b.ok("sync", str(b.backing))
+    assert read(b, "/docs/after-start.txt") == b"written, then the daemon dies"
