@@ -210,6 +210,13 @@ class Volume:
         """Tell the mount's sync that something changed: ``on_backing_change`` gets every
         backing folder (or xattr object) that changed, ``on_mutation`` a label for the
         user (the entry's plaintext path)."""
+        self._backing_changed(where, *also)
+        if self.on_mutation is not None:
+            self.on_mutation(self._label(where))
+
+    def _backing_changed(self, where: tuple[str, str] | Node | None = None,
+                         *also: str) -> None:
+        """``on_backing_change`` for every folder ``where`` touches (the sync journal)."""
         if self.on_backing_change is not None:
             if isinstance(where, tuple):
                 folders = [where[0]]
@@ -221,8 +228,6 @@ class Volume:
                 folders = []
             for rel in (*folders, *also):
                 self.on_backing_change(rel)
-        if self.on_mutation is not None:
-            self.on_mutation(self._label(where))
 
     def _label(self, where: tuple[str, str] | Node | None) -> str:
         """Plaintext path of an entry for messages to the user (never logged)."""
@@ -800,6 +805,7 @@ class Volume:
         node.of = OpenFile(fd, self.content, rel, True)
         fh = self._add_handle(node, flags)
         self._handles[fh].dirty = True  # a new file must reach the remote even if empty
+        self._backing_changed((parent.storage, stem.name(Kind.FILE)))
         return fh, self._attr(node, st)
 
     def link(self, ino: int, new_parent_ino: int, new_name: bytes) -> Attr:
@@ -1207,6 +1213,10 @@ class Volume:
         except IntegrityError as exc:
             self.report_integrity(of.label, exc)
             raise
+        if not handle.dirty:
+            # journalled at the first write, before it returns: a daemon killed before
+            # the close still leaves the file's folder in the sync journal
+            self._backing_changed(handle.node)
         handle.dirty = True
         return written
 
