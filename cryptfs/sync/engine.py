@@ -103,6 +103,17 @@ class EngineResult(SyncResult):
     notes: list[str] = field(default_factory=list)
     pending: int = 0  # paths still waiting for their authenticated version
 
+    @property
+    def changed_local(self) -> bool:
+        """Whether local files changed (the mount must forget what it cached)."""
+        return bool(self.full or self.downloads or self.deletes or self.renamed_conflicts
+                    or self.repaired_dirs)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing went either way and nothing was found."""
+        return not (self.changed_local or self.uploads or self.problems or self.transfers)
+
 
 class Engine:
     """Engine 2 for one (vault, remote) pair; ``syncer`` carries the remote, the rclone
