@@ -52,14 +52,16 @@ class Journal:
     def _record(self, rel: str) -> None:
         if self._fd >= 0 and rel in self._written and self._current():
             return
-        if self._fd < 0 or not self._current():
-            self._reopen()
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            if not self._current():  # taken while we waited for the lock
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        while True:
+            if self._fd < 0 or not self._current():
                 self._reopen()
-                fcntl.flock(self._fd, fcntl.LOCK_EX)
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            # Taken between our open and our lock? Then this file is gone: start over
+            # with a new one (never write into a journal a sync has already read).
+            if self._current():
+                break
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        try:
             os.write(self._fd, rel.encode("utf-8", "surrogateescape") + b"\n")
             self._written.add(rel)
         finally:
@@ -96,11 +98,15 @@ class Journal:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         taken = self.dir / TAKEN
         paths: set[str] = set()
-        if self.path.exists():
-            with open(self.path, "ab") as fh:
+        try:
+            fh = open(self.path, "rb")  # closed by the with below
+        except FileNotFoundError:
+            fh = None
+        if fh is not None:
+            with fh:
                 fcntl.flock(fh, fcntl.LOCK_EX)
                 try:
-                    data = self.path.read_bytes()
+                    data = fh.read()
                     with open(taken, "ab") as out:
                         out.write(data)
                         out.flush()
