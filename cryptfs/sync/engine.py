@@ -605,6 +605,7 @@ class Engine:
                 os.rename(tmp, target)
             result.downloads += 1
         st = os.lstat(target)
+        result.bytes += st.st_size if got is not None else 0
         self._agree(row, st, row.t_hash)
         return touched
 
@@ -846,6 +847,8 @@ class Engine:
         self._finish(db.batch(), result)
         result.uploads += sum(1 for c in stored if c.get("op") == "put"
                               and not c.get("_server_move"))
+        result.bytes += sum(c["size"] for c in stored if c.get("op") == "put"
+                            and not c.get("_server_move"))
         result.deletes += sum(1 for c in stored if c.get("op") == "del")
 
     def _restore_only(self, out: Path, name: str, puts: list[str], dels: list[str],
@@ -859,6 +862,7 @@ class Engine:
         with self.db.transaction():
             for rel in [*puts, *dels]:
                 self.db.drop_restore(rel)
+                self.db.resolve_problems(rel)  # put back
             if puts:
                 self.db.add_stage(f"{me}/{name}")
 
@@ -916,6 +920,7 @@ class Engine:
         with self.db.transaction():
             for rel in restores["puts"] + restores["dels"]:
                 self.db.drop_restore(rel)
+                self.db.resolve_problems(rel)  # put back
             self.db.drop_batch()
 
     # -- housekeeping ----------------------------------------------------------------------
