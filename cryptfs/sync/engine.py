@@ -136,6 +136,8 @@ class Engine:
         self._current = EngineResult()
         # backing paths open in the mount: never replaced under a program (SYNC.md §5)
         self.busy: Callable[[], set[str]] = set
+        # backing paths never to publish (a sync filter such as .cryptfsignore)
+        self.ignored: Callable[[str], bool] | None = None
 
     @property
     def db(self) -> SyncDB:
@@ -753,7 +755,8 @@ class Engine:
     def _publish(self, folders: set[str], result: EngineResult) -> None:
         db = self.db
         skip = set(db.pending_paths())
-        changes = scan.compare(db, self.backing, folders, skip) if folders else []
+        changes = scan.compare(db, self.backing, folders, skip, self.ignored) \
+            if folders else []
         restores = db.restores()
         if not changes and not restores:
             return

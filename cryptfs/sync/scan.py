@@ -119,11 +119,11 @@ def list_folder(backing: str, folder: str) -> dict[str, os.stat_result]:
     return out
 
 
-def compare(db: SyncDB, backing: str, folders: set[str], skip: set[str] | None = None
-            ) -> list[LocalChange]:
+def compare(db: SyncDB, backing: str, folders: set[str], skip: set[str] | None = None,
+            ignored=None) -> list[LocalChange]:
     """The local changes in ``folders`` relative to the synced map (renames detected
     among them). ``skip``: paths not to publish now (waiting for their authenticated
-    version)."""
+    version); ``ignored(rel)``: True for paths never to publish (a sync filter)."""
     skip = skip or set()
     puts: list[LocalChange] = []
     dels: list[tuple[PathRow]] = []
@@ -131,7 +131,7 @@ def compare(db: SyncDB, backing: str, folders: set[str], skip: set[str] | None =
         rows = db.rows_in(folder)
         present = list_folder(backing, folder)
         for rel, st in present.items():
-            if rel in skip:
+            if rel in skip or (ignored is not None and ignored(rel)):
                 continue
             row = rows.get(rel)
             if row is not None and row.s_hash is not None and row.stat_matches(st):
