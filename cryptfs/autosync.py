@@ -14,6 +14,7 @@ from .settings import VaultSettings
 log = logging.getLogger("cryptfs")
 
 MAX_BACKOFF = 60.0
+STATUS_EVERY = 600.0  # an idle mount records a successful poll this often
 
 
 class AutoSync:
@@ -48,6 +49,7 @@ class AutoSync:
         self._stopping = False
         self._syncing = False
         self._thread: threading.Thread | None = None
+        self._saved_at = -STATUS_EVERY
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="autosync", daemon=True)
@@ -110,8 +112,15 @@ class AutoSync:
             self._next_try = 0.0
             self._last_sync = time.monotonic()
             self._syncing = False
-        self._save(lambda s: s.record_success(started, self._remote))
-        self._after_sync()
+        idle = getattr(result, "idle", False)
+        # An idle poll (every few seconds) rewrites neither the status file nor the
+        # mount's caches; the status still shows a success at least every 10 minutes.
+        if not idle or pending or self.settings.last_error is not None or \
+                time.monotonic() - self._saved_at > STATUS_EVERY:
+            self._save(lambda s: s.record_success(started, self._remote))
+            self._saved_at = time.monotonic()
+        if getattr(result, "changed_local", True):
+            self._after_sync()
         return True
 
     def _save(self, update: Callable[[VaultSettings], None]) -> None:
@@ -136,8 +145,13 @@ class AutoSync:
 
 
 def _log_result(result: object) -> None:
-    """Tell the user (in the daemon log, by backing path: no plaintext) what a merge
-    without sync state did."""
+    """Tell the user (in the daemon log, by backing path: no plaintext) what a sync did
+    beyond copying: what it detected, and what a merge without sync state did."""
+    for kind, path, text in getattr(result, "problems", []):
+        log.error("sync detected %s on the remote: %s (%s)", kind, path, text)
+    if getattr(result, "pending", 0):
+        log.warning("sync: %d file(s) wait for their newest version (not fetched yet)",
+                    result.pending)
     if not getattr(result, "merged_without_state", False):
         return
     paths = getattr(result, "conflict_paths", [])

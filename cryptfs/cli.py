@@ -297,9 +297,27 @@ def _prepare_autosync(args: argparse.Namespace):
 
     def setup(volume: Volume):
         from .autosync import AutoSync
+        from .sync.engine import Engine
+        from .sync.journal import Journal
 
         syncer = Syncer(args.backing, VaultSettings.load(args.backing),
                         rclone_config=args.rclone_config, vault=_vault_keys(volume))
+        engine = Engine(syncer)
+        engine.busy = volume.open_entries
+        # Every backing folder or object the mount changes goes to the journal before
+        # the operation returns (kill -9 safe); the sync reads only those folders.
+        volume.on_backing_change = Journal(syncer.state.dir).record
+        first = [True]
+
+        def run_sync():
+            # The first sync of a mount compares every folder: changes made while the
+            # vault was not mounted are in no journal.
+            scan_all, first[0] = first[0], False
+            try:
+                return engine.run(scan_all=scan_all)
+            except BaseException:
+                first[0] = first[0] or scan_all
+                raise
 
         def describe(plain: str) -> str | None:
             """A pending change as its backing path (encrypted names), never plaintext."""
@@ -310,7 +328,7 @@ def _prepare_autosync(args: argparse.Namespace):
 
         # A pull replaces files by new backing inodes, so the kernel, which holds
         # entries and attributes for 1 s, never mixes old sizes with new contents.
-        return AutoSync(syncer.bisync, syncer.settings, interval=args.sync_interval,
+        return AutoSync(run_sync, syncer.settings, interval=args.sync_interval,
                         poll_interval=args.poll_interval,
                         busy=volume.has_dirty_handles,
                         after_sync=volume.clear_caches, describe=describe,
@@ -594,6 +612,7 @@ def _syncer(args: argparse.Namespace, vol: Volume):
 def _run_sync(args: argparse.Namespace, verb: str) -> int:
     from . import mount as m
     from .settings import VaultSettings
+    from .sync.engine import Engine
 
     where = m.writeback_mount_of(args.backing)
     if where:
@@ -617,14 +636,20 @@ def _run_sync(args: argparse.Namespace, verb: str) -> int:
     if args.remote:
         settings.remote = _check_remote_arg(args.backing, settings.remote, args.remote)
     started = time.time()
+    engine = Engine(syncer)
     try:
-        result = syncer.bisync(progress)
+        # Without a live mount, nothing journalled what other programs wrote: compare
+        # every folder (local work only; the remote is asked only about what changed).
+        result = engine.run(full=getattr(args, "full", False),
+                            verify=getattr(args, "verify", False),
+                            scan_all=m.mount_of(args.backing) is None, progress=progress)
     except CryptfsError as exc:
         settings = VaultSettings.load(args.backing)
         settings.record_failure(str(exc))
         settings.save()
         raise
     finally:
+        engine.close()
         if tty:
             sys.stderr.write("\n")
     settings = VaultSettings.load(args.backing)
@@ -634,9 +659,25 @@ def _run_sync(args: argparse.Namespace, verb: str) -> int:
     settings.save()
     print(f"{verb}: ok remote={syncer.shown_remote} transfers={result.transfers} "
           f"bytes={result.bytes} seconds={result.seconds:.1f} "
-          f"conflicts={len(result.renamed_conflicts)}")
+          f"conflicts={len(result.renamed_conflicts)} uploads={result.uploads} "
+          f"downloads={result.downloads} deletes={result.deletes} "
+          f"remote_calls={result.calls} pending={result.pending} "
+          f"problems={len(result.problems)} "
+          f"mode={'full' if result.full else 'changes'}")
     _report(args.backing, vol, result)
-    return 0
+    return int(ExitCode.INTEGRITY) if result.problems else 0
+
+
+def _shown_backing(vol: Volume, rel: str) -> str:
+    """A backing path as people read it: the plaintext path when it decrypts."""
+    from .sync.resync import plain_path
+
+    if rel.startswith("x/"):
+        return f"extended attributes ({rel})"
+    if rel.startswith("cryptfs-sync/"):
+        return rel
+    shown = plain_path(vol, rel)
+    return f"{shown} ({rel})" if shown else rel
 
 
 def _report(backing: str, vol: Volume, result) -> None:
@@ -646,9 +687,11 @@ def _report(backing: str, vol: Volume, result) -> None:
     if result.config_note:
         print(f"config: {result.config_note}")
     if result.merged_without_state:
-        print("note: there was no sync state for this remote (first sync here, or it was "
-              "lost): both sides were merged; nothing was deleted, and every file that "
-              "differed is kept twice")
+        print("note: full reconciliation, with no sync state to start from (first sync "
+              "here, the state was lost, --full, or records were missing): both sides were "
+              "merged; nothing was deleted, and every file that differed is kept twice")
+    for note in getattr(result, "notes", []):
+        print(f"note: {note}")
     for name in result.renamed_conflicts:
         print(f"conflict: this device's version kept as {name!r}")
     if result.only_remote:
@@ -664,6 +707,11 @@ def _report(backing: str, vol: Volume, result) -> None:
         where = plain_path(vol, rel)
         print(f"repaired: directory {where or rel} was left unreachable by the sync "
               "(reattached; see 'cryptfs fsck')")
+    for kind, rel, text in getattr(result, "problems", []):
+        print(f"integrity: {kind}: {_shown_backing(vol, rel)}: {text}")
+    if getattr(result, "pending", 0):
+        print(f"waiting: {result.pending} file(s) whose newest version could not be "
+              "fetched yet (kept as they are; tried again at the next sync)")
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -741,7 +789,13 @@ def cmd_clone(args: argparse.Namespace) -> int:
     vol = _after_unlock(Volume(args.backing, key, cfg, read_only=True))
     started = time.time()
     syncer.vault = _vault_keys(vol)
-    syncer.bisync()  # checks the remote's vault; records the common state
+    from .sync.engine import Engine
+
+    engine = Engine(syncer)  # checks the remote's vault; starts the sync state
+    try:
+        engine.run()
+    finally:
+        engine.close()
     settings.record_success(started, args.remote)
     settings.save()
     print(f"Cloned {syncer.shown_remote} into {args.backing}. Mount it with: "
@@ -752,6 +806,8 @@ def cmd_clone(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> int:
     from .settings import VaultSettings
     from .sync import redact
+    from .sync.report import open_db, pending, problems
+    from .sync.state import SyncState
 
     VaultConfig.load(args.backing)
     s = VaultSettings.load(args.backing)
@@ -760,39 +816,87 @@ def cmd_status(args: argparse.Namespace) -> int:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "never"
 
     synced = s.synced_to_current_remote()
-    changed = 0
-    if synced:
-        for root, _dirs, files in os.walk(args.backing):
-            for f in files:
-                try:
-                    if os.lstat(os.path.join(root, f)).st_mtime > s.last_sync:
-                        changed += 1
-                except OSError:
-                    pass
+    db = open_db(SyncState(s, s.remote).dir) if s.remote else None
+    state_dir = SyncState(s, s.remote).dir if s.remote else None
     print(f"vault:           {os.path.abspath(args.backing)}")
     print(f"remote:          {redact(s.remote) if s.remote else '(none)'}")
     print(f"config uploaded: {'yes' if s.upload_config else 'no'}")
-    if synced:
-        print(f"last sync:       {when(s.last_sync)} ({s.syncs} successful syncs)")
-        pending = max(s.pending_count, len(s.pending_backing), changed)
-        print(f"pending:         {pending} changed file(s) not yet uploaded")
-    elif s.remote:
-        print("last sync:       never to this remote")
-        print("pending:         everything (never synced to this remote)")
-    else:
-        print("last sync:       never")
+    found = []
+    try:
+        if synced and db is not None:
+            print(f"last sync:       {when(s.last_sync)} ({s.syncs} successful syncs)")
+            p = pending(db, args.backing, state_dir)
+            count = max(p.changed, s.pending_count)
+            print(f"pending:         {count} changed file(s) not yet uploaded")
+            if p.waiting:
+                print(f"waiting:         {p.waiting} file(s) whose newest version could not "
+                      "be fetched yet")
+            found = problems(db)
+        elif synced:
+            print(f"last sync:       {when(s.last_sync)} ({s.syncs} successful syncs)")
+            print(f"pending:         {max(s.pending_count, len(s.pending_backing))} changed "
+                  "file(s) not yet uploaded")
+        elif s.remote:
+            print("last sync:       never to this remote")
+            print("pending:         everything (never synced to this remote)")
+        else:
+            print("last sync:       never")
+    finally:
+        if db is not None:
+            db.close()
     if s.last_error:
         print(f"last error:      {when(s.last_error_time)}: {redact(s.last_error)}")
         print(f"failing since:   {when(s.failing_since)} (retried with backoff)")
     else:
         print("last error:      none")
-    if args.names and s.pending_backing:
-        vol = _unlock(args, read_only=True)
+    open_problems = [p for p in found if p[4] is None]
+    if found:
+        print(f"integrity:       {len(open_problems)} problem(s) detected on the remote"
+              + (f", {len(found) - len(open_problems)} repaired in the last day"
+                 if len(found) > len(open_problems) else ""))
+    else:
+        print("integrity:       no problem detected")
+    vol = _unlock(args, read_only=True) if args.names and (s.pending_backing or found) \
+        else None
+    for kind, rel, text, t, resolved in found:
+        shown = _shown_backing(vol, rel) if vol is not None else rel
+        state = f"repaired {when(resolved)}" if resolved else "open"
+        print(f"  {kind}: {shown} ({when(t)}, {state}): {text}")
+    if found and vol is None:
+        print("  (backing paths; 'cryptfs status --names' shows the plaintext paths)")
+    if vol is not None:
         from .sync.resync import plain_path
 
         for rel in s.pending_backing:
             print(f"  not uploaded: {plain_path(vol, rel) or rel}")
     return 0
+
+
+def _audit_against_state(args: argparse.Namespace, vol: Volume, syncer, temp: str) -> list:
+    """Every downloaded object against engine 2's authenticated state, and every record
+    (docs/SYNC.md §7); the findings are remembered for 'status' too."""
+    from .fsck import Problem
+    from .sync.records import record_key
+    from .sync.report import audit_tree, open_db
+
+    db = open_db(syncer.state.dir)
+    if db is None:
+        return []
+    try:
+        audit = audit_tree(db, temp, record_key(vol.master_key), db.get("device") or "")
+        out = []
+        for f in audit.findings:
+            db.add_problem(f.kind, f.path, f.detail)
+            plain = None
+            if f.path.startswith("d/"):
+                from .sync.resync import plain_path
+
+                plain = plain_path(vol, f.path)
+            out.append(Problem(f.kind, syncer.shown_remote.rstrip("/") + "/" + f.path, plain,
+                               f.detail))
+        return out
+    finally:
+        db.close()
 
 
 def cmd_audit_remote(args: argparse.Namespace) -> int:
@@ -818,6 +922,7 @@ def cmd_audit_remote(args: argparse.Namespace) -> int:
         for p in report.problems:
             p.backing_path = syncer.shown_remote.rstrip("/") + "/" + os.path.relpath(p.backing_path,
                                                                                temp)
+        report.problems += _audit_against_state(args, vol, syncer, temp)
     finally:
         shutil.rmtree(temp, ignore_errors=True)
     if args.json:
@@ -925,10 +1030,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p.add_argument("--remote", metavar="REMOTE:PATH",
                    help="keep this rclone remote in sync while mounted (remembered)")
-    p.add_argument("--sync-interval", type=float, default=5.0, metavar="SECONDS",
-                   help="wait this long after the last change before syncing (default 5)")
-    p.add_argument("--poll-interval", type=float, default=60.0, metavar="SECONDS",
-                   help="fetch others' changes this often when idle (default 60)")
+    p.add_argument("--sync-interval", type=float, default=2.0, metavar="SECONDS",
+                   help="wait this long after the last change before syncing (default 2)")
+    p.add_argument("--poll-interval", type=float, default=5.0, metavar="SECONDS",
+                   help="look for others' changes this often (default 5; one listing of "
+                        "the remote's change log)")
     p.add_argument("--no-sync", action="store_true", help="do not sync while mounted")
     p.add_argument("--rclone-config", metavar="FILE", help="rclone config file to use")
     p.add_argument("--log-plaintext-names", action="store_true",
@@ -965,16 +1071,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_pass_args(p)
 
     for name, func, text in (
-            ("sync", cmd_sync, "two-way sync with the remote now, with progress"),
+            ("sync", cmd_sync, "two-way sync with the remote now: this device's changes go "
+             "up, others' come down (checked against the authenticated state)"),
             ("pull", cmd_pull, "fetch others' changes from the remote now (two-way)"),
             ("audit-remote", cmd_audit_remote, "download the remote and check that every "
-             "object is valid ciphertext of this vault")):
+             "object is valid ciphertext of this vault and the version the change records "
+             "announce")):
         p = add(name, func, text)
         p.add_argument("backing")
         p.add_argument("--remote", metavar="REMOTE:PATH")
         p.add_argument("--rclone-config", metavar="FILE")
         if name == "audit-remote":
             p.add_argument("--json", action="store_true")
+        if name == "sync":
+            p.add_argument("--full", action="store_true",
+                           help="full reconciliation: compare every file with the remote "
+                                "(downloads what has the same size to compare it), keep "
+                                "both versions of every difference")
+            p.add_argument("--verify", action="store_true",
+                           help="also list the remote and check every object's presence "
+                                "and size against the authenticated state (done daily)")
         _add_pass_args(p)
 
     p = add("remote", cmd_remote, "set, show or unset the vault's remote (kept locally)")

@@ -20,7 +20,7 @@ SUBKEY_PREFIX = b"cryptfs/v2/"
 SUBKEY_CONTEXTS = (
     "content", "name-mac", "name-enc", "dir-id", "storage", "dirref-mac", "dirref-enc",
     "backref-mac", "backref-enc", "node-mac", "node-enc", "symlink", "xattr", "xattr-loc",
-    "config-mac",
+    "config-mac", "sync-record",
 )
 
 # Bounds checked before the KDF runs, so a hostile config cannot make us allocate
@@ -126,4 +126,4 @@ class Subkeys:
     @classmethod
     def derive(cls, master_key: bytes) -> Subkeys:
         return cls(*(derive_subkey(master_key, ctx) for ctx in SUBKEY_CONTEXTS
-                     if ctx != "config-mac"))
+                     if ctx not in ("config-mac", "sync-record")))

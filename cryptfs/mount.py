@@ -94,6 +94,22 @@ def writeback_mount_of(backing: str) -> str | None:
     return None
 
 
+def mount_of(backing: str) -> str | None:
+    """Mount point where ``backing`` is mounted by cryptfs (any mode), if any."""
+    source = os.fsencode(fsname_for(backing))
+    try:
+        with open("/proc/self/mountinfo", "rb") as fh:
+            for line in fh:
+                fields = line.split()
+                sep = fields.index(b"-")
+                if fields[sep + 1].startswith(b"fuse.") and \
+                        _unescape(fields[sep + 2]) == source:
+                    return os.fsdecode(_unescape(fields[4]))
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _unescape(field: bytes) -> bytes:
     """Undo the octal escapes (\\040 for space) of /proc/self/mountinfo."""
     return re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m.group(1), 8)]), field)

@@ -211,6 +211,13 @@ class Volume:
         """Tell the mount's sync that something changed: ``on_backing_change`` gets every
         backing folder (or xattr object) that changed, ``on_mutation`` a label for the
         user (the entry's plaintext path)."""
+        self._backing_changed(where, *also)
+        if self.on_mutation is not None:
+            self.on_mutation(self._label(where))
+
+    def _backing_changed(self, where: tuple[str, str] | Node | None = None,
+                         *also: str) -> None:
+        """``on_backing_change`` for every folder ``where`` touches (the sync journal)."""
         if self.on_backing_change is not None:
             if isinstance(where, tuple):
                 folders = [where[0]]
@@ -222,8 +229,6 @@ class Volume:
                 folders = []
             for rel in (*folders, *also):
                 self.on_backing_change(rel)
-        if self.on_mutation is not None:
-            self.on_mutation(self._label(where))
 
     def _label(self, where: tuple[str, str] | Node | None) -> str:
         """Plaintext path of an entry for messages to the user (never logged)."""
@@ -823,6 +828,7 @@ class Volume:
         node.of = OpenFile(fd, self.content, rel, True)
         fh = self._add_handle(node, flags)
         self._handles[fh].dirty = True  # a new file must reach the remote even if empty
+        self._backing_changed((parent.storage, stem.name(Kind.FILE)))
         return fh, self._attr(node, st)
 
     def link(self, ino: int, new_parent_ino: int, new_name: bytes) -> Attr:
@@ -1230,6 +1236,10 @@ class Volume:
         except IntegrityError as exc:
             self.report_integrity(of.label, exc)
             raise
+        if not handle.dirty:
+            # journalled at the first write, before it returns: a daemon killed before
+            # the close still leaves the file's folder in the sync journal
+            self._backing_changed(handle.node)
         handle.dirty = True
         return written
 
@@ -1274,6 +1284,13 @@ class Volume:
     def has_dirty_handles(self) -> bool:
         """True while a file written through the mount is still open and not fsynced."""
         return any(h.dirty for h in self._handles.values())
+
+    def open_entries(self) -> set[str]:
+        """Backing paths of the regular files open through this volume now. Safe to call
+        from another thread (the sync's): it works on a snapshot of the inode table."""
+        nodes = list(self._nodes.values())
+        return {f"{storage}/{bname}" for node in nodes if node.of is not None
+                for storage, bname in list(node.names)}
 
     def fsyncdir(self, ino: int) -> None:
         self.store.fsync_dir(self._dir(ino).storage)

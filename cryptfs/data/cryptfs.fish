@@ -80,8 +80,8 @@ complete -c cryptfs -n '_shtab_cryptfs_using mount' -l idle -x -d 'unmount after
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l writeback -d 'kernel writeback cache: small writes merged (faster untar); write errors show at fsync, unflushed data is lost if the daemon is killed (README: Writeback cache)'
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l quiet -d 'print nothing on success'
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l remote -x -d 'keep this rclone remote in sync while mounted (remembered)'
-complete -c cryptfs -n '_shtab_cryptfs_using mount' -l sync-interval -x -d 'wait this long after the last change before syncing (default 5)'
-complete -c cryptfs -n '_shtab_cryptfs_using mount' -l poll-interval -x -d 'fetch others'"'"' changes this often when idle (default 60)'
+complete -c cryptfs -n '_shtab_cryptfs_using mount' -l sync-interval -x -d 'wait this long after the last change before syncing (default 2)'
+complete -c cryptfs -n '_shtab_cryptfs_using mount' -l poll-interval -x -d 'look for others'"'"' changes this often (default 5; one listing of the remote'"'"'s change log)'
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l no-sync -d 'do not sync while mounted'
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l rclone-config -xka "(__fish_complete_path (commandline -ct))" -d 'rclone config file to use'
 complete -c cryptfs -n '_shtab_cryptfs_using mount' -l log-plaintext-names -d 'log plaintext paths (default: backing paths or hashes only)'
@@ -123,10 +123,12 @@ complete -c cryptfs -n '_shtab_cryptfs_using cat' -l masterkey-fd -x -d 'read th
 complete -c cryptfs -n '_shtab_cryptfs_using cat' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using cat' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using cat; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
-complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a sync -d 'two-way sync with the remote now, with progress'
+complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a sync -d 'two-way sync with the remote now: this device'"'"'s changes go up, others'"'"' come down (checked against the authenticated state)'
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -s h -l help -d 'show this help message and exit'
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -l remote -x -d REMOTE:PATH
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -l rclone-config -xka "(__fish_complete_path (commandline -ct))" -d FILE
+complete -c cryptfs -n '_shtab_cryptfs_using sync' -l full -d 'full reconciliation: compare every file with the remote (downloads what has the same size to compare it), keep both versions of every difference'
+complete -c cryptfs -n '_shtab_cryptfs_using sync' -l verify -d 'also list the remote and check every object'"'"'s presence and size against the authenticated state (done daily)'
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -l masterkey -x -d 'use the recovery key printed by init instead of the passphrase; '"'"'-'"'"' reads it from stdin (as an argument it is visible to other users in ps, so cryptfs warns and moves it out of its argv)'
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -l masterkey-fd -x -d 'read the recovery key from file descriptor FD'
 complete -c cryptfs -n '_shtab_cryptfs_using sync' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
@@ -141,7 +143,7 @@ complete -c cryptfs -n '_shtab_cryptfs_using pull' -l masterkey-fd -x -d 'read t
 complete -c cryptfs -n '_shtab_cryptfs_using pull' -l passfile -xka "(__fish_complete_path (commandline -ct))" -d 'read the passphrase from FILE'"'"'s first line'
 complete -c cryptfs -n '_shtab_cryptfs_using pull' -l extpass -x -d 'run CMD (split like a shell would, run without one) and use its first output line'
 complete -c cryptfs -n '_shtab_cryptfs_using pull; and test $_shtab_cryptfs_npos -eq 0' -ka "(__fish_complete_directories)" -d backing
-complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a audit-remote -d 'download the remote and check that every object is valid ciphertext of this vault'
+complete -c cryptfs -n '_shtab_cryptfs_using; and test $_shtab_cryptfs_npos -eq 0' -a audit-remote -d 'download the remote and check that every object is valid ciphertext of this vault and the version the change records announce'
 complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -s h -l help -d 'show this help message and exit'
 complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -l remote -x -d REMOTE:PATH
 complete -c cryptfs -n '_shtab_cryptfs_using audit-remote' -l rclone-config -xka "(__fish_complete_path (commandline -ct))" -d FILE

@@ -41,6 +41,7 @@ from .rclone import (
     ANSI,
     SyncError,
     check_location,
+    count_call,
     ensure_config_password,
     extra_args,
     last_error,
@@ -77,6 +78,7 @@ class SyncResult:
     repaired_dirs: list[str] = field(default_factory=list)  # storage folders reattached
     config_note: str | None = None
     ignored: int = 0  # ignored paths kept off the remote (tops of ignored subtrees)
+    merge: object = None  # the resync.MergeReport of a merge without state
 
 
 @dataclass
@@ -146,13 +148,22 @@ class Syncer:
         result.seconds = time.monotonic() - started
         return result
 
-    def _bisync_locked(self, progress: Callable[[Progress], None] | None) -> SyncResult:
+    def _bisync_locked(self, progress: Callable[[Progress], None] | None, *,
+                       fresh: bool = False, authentic=None,
+                       synced_before: bool = False) -> SyncResult:
+        """One run under the lock. Engine 2 (engine.py) runs it as its full
+        reconciliation: ``fresh`` merges without earlier listings (engine 2 leaves them
+        stale), ``authentic(rel)`` tells which local files the authenticated state vouches
+        for (resync.merge_without_state), ``synced_before`` that this pair has synced."""
         assert self.vault is not None
+        if fresh:
+            self.state.drop_listings()
         have_state = self.state.prepare_listings()
         marker_path, marker = layout.root_marker(self.vault.volume)
         found = identity.inspect_remote(self.binary, self.remote, marker_path)
         identity.check_identity(found, self.remote, self.backing, self.vault.config,
-                                self.vault.master_key, marker, synced_before=have_state)
+                                self.vault.master_key, marker,
+                                synced_before=have_state or synced_before)
         note = identity.reconcile_config(self.binary, self.remote, self.backing, self.state,
                                          found, self.settings.upload_config)
         if found.empty:
@@ -168,7 +179,8 @@ class Syncer:
         merge = None
         if not have_state and not found.empty:
             merge = resync.merge_without_state(self.binary, self.backing, self.remote,
-                                               self.vault.volume, self.filter_args())
+                                               self.vault.volume, self.filter_args(),
+                                               authentic)
         result = self._run_bisync(not have_state, progress)
         result.config_note = note
         result.ignored = self._ignored
@@ -177,6 +189,7 @@ class Syncer:
             result.renamed_conflicts += merge.conflicts
             result.conflict_paths += merge.conflict_paths
             result.only_remote = merge.only_remote
+            result.merge = merge
         for shown, path in self._name_new_conflicts(before):
             result.renamed_conflicts.append(shown)
             result.conflict_paths.append(path)
@@ -222,6 +235,7 @@ class Syncer:
             # only where one side lacks the file.
             argv += ["--resync", "--resync-mode", "newer"]
         log.debug("running rclone bisync (resync=%s)", resync_run)
+        count_call("bisync")
         result = SyncResult()
         errors: list[str] = []
         self._proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

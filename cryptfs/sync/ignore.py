@@ -31,7 +31,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -386,3 +386,60 @@ def write_filter(plan_: Plan, state_dir: Path) -> Path | None:
     write_atomic(path, ("\n".join(filter_lines(plan_)) + "\n").encode("utf-8",
                                                                        "surrogateescape"))
     return path
+
+
+def path_filter(volume, rules: Rules) -> Callable[[str], bool]:
+    """For engine 2 (scan.compare): whether a changed backing path belongs to an ignored
+    plaintext path, with the same answer as :func:`walk`. An entry costs the depth of its
+    folder on first sight (back-references and names are cached), never a walk of the
+    vault; an extended-attribute object or a long-name sidecar cannot be traced back to
+    its path, so the first one asked about costs one :func:`walk` (cached for the life of
+    the filter)."""
+    folders: dict[str, bool] = {}  # storage folder -> it or an ancestor is ignored
+    walked: list[set[str]] = []
+
+    def held_by_ignored(rel: str) -> bool:
+        if not walked:
+            result = walk(volume, rules)
+            walked.append(set().union(*(item.files for item in result.ignored)))
+        return rel in walked[0]
+
+    def folder_ignored(storage: str) -> bool:
+        known = folders.get(storage)
+        if known is not None:
+            return known
+        verdict = False
+        if storage != volume.root_storage:
+            try:
+                _dir_id, parent_id, _name = volume.read_backref(storage)
+                if parent_id is not None:
+                    verdict = folder_ignored(volume.storage_of(parent_id)) or \
+                        rules.ignores(volume.path_of_storage(storage).lstrip("/"), True)
+            except (CryptfsError, OSError):
+                verdict = False  # not one of this vault's folders: scan decides
+        folders[storage] = verdict
+        return verdict
+
+    def ignored(rel: str) -> bool:
+        parts = rel.split("/")
+        if parts[0] == vault_layout.XATTR_ROOT:
+            return held_by_ignored(rel)
+        if len(parts) < 3 or parts[0] != vault_layout.STORAGE_ROOT:
+            return False
+        storage = "/".join(parts[:3])
+        if folder_ignored(storage):
+            return True
+        if len(parts) != 4:
+            return False
+        parsed = vault_layout.parse(parts[3])
+        if parsed is None:  # a conflict copy (named in plaintext terms by the walk)
+            return conflicts.parse(parts[3]) is not None and held_by_ignored(rel)
+        if parsed.kind is None:
+            return held_by_ignored(rel)  # a long name's sidecar
+        try:
+            path = volume.plain_path_of(rel).lstrip("/")
+        except (CryptfsError, OSError):
+            return False
+        return rules.ignores(path, parsed.kind is Kind.DIR)
+
+    return ignored

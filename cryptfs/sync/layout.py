@@ -22,10 +22,13 @@ from ..config import BACKUP_NAME, CONFIG_NAME
 
 CONFIG_PATH = CONFIG_NAME
 
+SYNC_AREA = "cryptfs-sync"  # engine 2's records and staging batches on the remote
+
 # Never given to rclone bisync: our temporary files, the passwd backup, partial uploads
-# rclone may leave behind after being killed, and the config (synced on its own,
-# verified: identity.reconcile_config).
-BISYNC_EXCLUDES = ["cryptfs.*.tmp", "/" + BACKUP_NAME, "*.partial", "/" + CONFIG_NAME]
+# rclone may leave behind after being killed, the config (synced on its own, verified:
+# identity.reconcile_config) and engine 2's area of the remote (docs/SYNC.md §1).
+BISYNC_EXCLUDES = ["cryptfs.*.tmp", "/" + BACKUP_NAME, "*.partial", "/" + CONFIG_NAME,
+                   f"/{SYNC_AREA}/**"]
 
 
 def root_marker(volume) -> tuple[str, bytes]:

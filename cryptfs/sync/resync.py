@@ -32,6 +32,13 @@ class MergeReport:
     conflicts: list[str] = field(default_factory=list)  # shown names of our moved copies
     conflict_paths: list[str] = field(default_factory=list)  # their backing paths
     only_remote: list[str] = field(default_factory=list)  # backing-relative paths
+    # With an authenticated state (engine 2, docs/SYNC.md §8): remote objects that differ
+    # from this device's authentic version (uploaded again), objects that state has and
+    # the remote lacks (uploaded again by the merge), and objects no record announced.
+    wrong_remote: list[str] = field(default_factory=list)
+    missing_remote: list[str] = field(default_factory=list)
+    unannounced: list[str] = field(default_factory=list)
+    remote_before: set[str] = field(default_factory=set)  # what the remote held first
 
 
 def listing(binary: str, where: str, filters: list[str]) -> dict[str, int]:
@@ -73,13 +80,25 @@ def differing(binary: str, backing: str, remote: str, paths: list[str]) -> set[s
 
 
 def merge_without_state(binary: str, backing: str, remote: str, volume,
-                        filters: list[str]) -> MergeReport:
+                        filters: list[str], authentic=None) -> MergeReport:
+    """``authentic(rel)``: True if this device's file is the version engine 2's
+    authenticated state vouches for, False if that state has another version, None if it
+    does not know the path (or there is no such state: ``authentic`` is None)."""
     report = MergeReport()
     local = listing(binary, backing, filters)
     theirs = listing(binary, remote, filters)
+    report.remote_before = set(theirs)
     common = local.keys() & theirs.keys()
     differ = {p for p in common if local[p] != theirs[p]}
     differ |= differing(binary, backing, remote, sorted(common - differ))
+    if authentic is not None:
+        report.wrong_remote = sorted(p for p in differ if authentic(p) is True)
+        differ -= set(report.wrong_remote)
+        _upload(binary, backing, remote, report.wrong_remote)
+        report.missing_remote = sorted(p for p in local.keys() - theirs.keys()
+                                       if authentic(p) is not None)
+        report.unannounced = sorted(p for p in theirs.keys() - local.keys()
+                                    if authentic(p) is None)
     for rel in sorted(differ, key=lambda p: (p.count("/"), p)):
         if not layout.is_entry(rel):
             continue  # config, back-references, sidecars, xattr sets: not user entries
@@ -92,6 +111,20 @@ def merge_without_state(binary: str, backing: str, remote: str, volume,
     report.only_remote = sorted(p for p in theirs.keys() - local.keys()
                                 if layout.is_entry(p))
     return report
+
+
+def _upload(binary: str, backing: str, remote: str, paths: list[str]) -> None:
+    """This device's version of ``paths`` replaces the remote's (one call)."""
+    if not paths:
+        return
+    with tempfile.TemporaryDirectory(prefix="cryptfs-up-") as tmp:
+        files_from = os.path.join(tmp, "files")
+        with open(files_from, "w", encoding="utf-8") as fh:
+            fh.write("".join(p + "\n" for p in paths))
+        proc = run(binary, "copy", backing, remote, "--files-from-raw", files_from,
+                   "--ignore-times", "--no-traverse", timeout=3600)
+    if proc.returncode != 0:
+        raise SyncError(redact(last_error(proc.stderr) or "upload failed"))
 
 
 def plain_path(volume, rel: str) -> str | None:

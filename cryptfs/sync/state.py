@@ -150,6 +150,12 @@ class SyncState:
                 old.unlink(missing_ok=True)
         write_atomic(self.good / "manifest.json", json.dumps(manifest).encode())
 
+    def drop_listings(self) -> None:
+        """Forget bisync's listings and our copy quietly (engine 2's full
+        reconciliation always merges without them: they would be stale)."""
+        for p in [*self.workdir.glob("*.lst*"), *self.good.glob("*")]:
+            p.unlink(missing_ok=True)
+
     def forget_listings(self) -> None:
         """Drop bisync's listings and our copy: the next run merges without state."""
         for p in [*self.workdir.glob("*.lst*"), *self.good.glob("*")]:

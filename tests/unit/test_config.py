@@ -350,7 +350,7 @@ def test_recovery_key_format() -> None:
 
 
 def test_subkeys_are_distinct_and_follow_the_spec() -> None:
-    assert len(keys.SUBKEY_CONTEXTS) == 15
+    assert len(keys.SUBKEY_CONTEXTS) == 16
     subs = {keys.derive_subkey(MK, c) for c in keys.SUBKEY_CONTEXTS}
     assert len(subs) == len(keys.SUBKEY_CONTEXTS)
     for c in keys.SUBKEY_CONTEXTS:
@@ -362,6 +362,7 @@ def test_subkeys_are_distinct_and_follow_the_spec() -> None:
     assert sk.name_mac == keys.derive_subkey(MK, "name-mac")
     assert sk.xattr_loc == keys.derive_subkey(MK, "xattr-loc")
     assert keys.derive_subkey(MK, "config-mac") not in set(vars(sk).values())
+    assert keys.derive_subkey(MK, "sync-record") not in set(vars(sk).values())
 
 
 def test_wrap_nonce_is_fresh() -> None:

@@ -151,6 +151,7 @@ SUBKEYS = {
     "xattr": "e768f89f11828c55bbd3ffbb72bb77177b45df334505ff4c580d65cef7061044",
     "xattr-loc": "91f22c9d45586c209f5f3d3adc94f18b60f67f88c9ce0cedf942046b24e048af",
     "config-mac": "80459fd4b3ad05a5d4fa81556878f9e6e3bd40d5b28714935b09620c785a2b38",
+    "sync-record": "26f1874940e4ea4973a9d23c1d794ef27eaee48903cccc18f6477ab26b2e9eff",
 }
 SIV_KM, SIV_KE = bytes(range(32)), bytes(range(32, 64))
 SIV_AD, SIV_M = b"associated data", b"SIV known-answer plaintext"
