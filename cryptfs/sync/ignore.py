@@ -405,20 +405,28 @@ def path_filter(volume, rules: Rules) -> Callable[[str], bool]:
         return rel in walked[0]
 
     def folder_ignored(storage: str) -> bool:
-        known = folders.get(storage)
-        if known is not None:
-            return known
-        verdict = False
-        if storage != volume.root_storage:
+        chain: list[str] = []  # from ``storage`` up to the first folder already judged
+        parent: str | None = storage
+        while parent is not None and parent not in folders and parent not in chain:
+            chain.append(parent)
+            if parent == volume.root_storage:
+                break
             try:
-                _dir_id, parent_id, _name = volume.read_backref(storage)
-                if parent_id is not None:
-                    verdict = folder_ignored(volume.storage_of(parent_id)) or \
-                        rules.ignores(volume.path_of_storage(storage).lstrip("/"), True)
+                _dir_id, parent_id, _name = volume.read_backref(parent)
+                parent = volume.storage_of(parent_id) if parent_id is not None else None
             except (CryptfsError, OSError):
-                verdict = False  # not one of this vault's folders: scan decides
-        folders[storage] = verdict
-        return verdict
+                parent = None  # not one of this vault's folders: scan decides
+        verdict = folders.get(parent, False) if parent is not None else False
+        if parent in chain:
+            verdict = False  # back-references in a loop (a repair is due): not ignored
+        for folder in reversed(chain):
+            if not verdict and folder != volume.root_storage:
+                try:
+                    verdict = rules.ignores(volume.path_of_storage(folder).lstrip("/"), True)
+                except (CryptfsError, OSError):
+                    verdict = False
+            folders[folder] = verdict
+        return folders[storage]
 
     def ignored(rel: str) -> bool:
         parts = rel.split("/")
